@@ -1,0 +1,1 @@
+"""Tango autonn service: supernets, latency tables, budgeted architecture search, trained models."""

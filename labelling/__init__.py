@@ -1,0 +1,1 @@
+"""Tango labelling service: datasets, images, annotations, active learning, dataset versions."""

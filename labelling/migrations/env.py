@@ -1,0 +1,6 @@
+from alembic import context
+
+from labelling.runtime import metadata
+from tango.db import run_migrations_env
+
+run_migrations_env(context, metadata)

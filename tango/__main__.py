@@ -1,0 +1,3 @@
+from tango.cli import app
+
+app(prog_name="tango")
