@@ -11,10 +11,10 @@ $(PY):
 	$(PY) -m pip install --upgrade pip
 
 install: $(PY)
-	$(PY) -m pip install -e .
+	$(PY) -m pip install -e '.[all]'
 
 install-dev: $(PY)
-	$(PY) -m pip install -e '.[dev]'
+	$(PY) -m pip install -e '.[all,dev]'
 
 demo: install
 	$(PY) -m tango demo

@@ -1,9 +1,13 @@
-"""autonn's wiring: its tables and the job kinds its worker runs."""
+"""autonn's wiring: its tables and the job kinds its worker runs (queue `autonn`)."""
 
 from __future__ import annotations
 
+from functools import cached_property
+
 from sqlalchemy import MetaData
 
+from autonn import nas
+from autonn.records import Records, latency_tables_table, models_table, supernets_table
 from tango.jobs import JobKinds, jobs_table
 from tango.runtime import ServiceRuntime
 from tango.selftest import SelftestParams, selftest
@@ -12,10 +16,22 @@ from tango.settings import Settings
 SERVICE = "autonn"
 metadata = MetaData()
 jobs = jobs_table(metadata, SERVICE)
+TABLES = {"supernets": supernets_table(metadata), "latency_tables": latency_tables_table(metadata),
+          "models": models_table(metadata)}
 
 kinds = JobKinds()
 kinds.register("selftest", SelftestParams)(selftest)
+kinds.register("train_supernet", nas.TrainSupernetParams, precheck=nas.precheck_train)(nas.train_supernet_job)
+kinds.register("latency_table", nas.LatencyTableParams, precheck=nas.precheck_latency)(nas.latency_table_job)
+kinds.register("search", nas.SearchParams, precheck=nas.precheck_search)(nas.search_job)
+kinds.register("finetune", nas.FinetuneParams, precheck=nas.precheck_finetune)(nas.finetune_job)
 
 
-def build_runtime(settings: Settings | None = None) -> ServiceRuntime:
-    return ServiceRuntime(SERVICE, table=jobs, kinds=kinds, settings=settings)
+class AutonnRuntime(ServiceRuntime):
+    @cached_property
+    def records(self) -> Records:
+        return Records(self.db, TABLES)
+
+
+def build_runtime(settings: Settings | None = None) -> AutonnRuntime:
+    return AutonnRuntime(SERVICE, table=jobs, kinds=kinds, settings=settings)

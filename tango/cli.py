@@ -176,3 +176,8 @@ def job(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICE
             raise typer.Exit(1) from exc
     sys.stdout.write(final.model_dump_json(indent=2) + "\n")
     raise typer.Exit(0 if final.state.value in ("succeeded", "queued") else 1)
+
+
+from tango.cli_nas import nas  # noqa: E402  (registered after the helpers it uses are defined)
+
+app.add_typer(nas, name="nas")

@@ -6,6 +6,7 @@ Implemented once here; every service mounts `jobs_router(runtime)` and registers
 from __future__ import annotations
 
 import asyncio
+import difflib
 import json
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -227,12 +228,18 @@ class JobRepository:
 Handler = Callable[..., dict[str, Any]]
 
 
+# Runs in the API before a job is queued: raise HTTPException (e.g. 422 for a budget no
+# sub-network can meet) so a person hears about a doomed job at once, not minutes later.
+Precheck = Callable[["ServiceRuntime", BaseModel], None]
+
+
 @dataclass(frozen=True)
 class JobKind:
     name: str
     params: type[BaseModel]
     handler: Handler
     summary: str
+    precheck: Precheck | None = None
 
 
 class JobKinds:
@@ -241,11 +248,12 @@ class JobKinds:
     def __init__(self) -> None:
         self._kinds: dict[str, JobKind] = {}
 
-    def register(self, name: str, params: type[BaseModel], summary: str = "") -> Callable[[Handler], Handler]:
+    def register(self, name: str, params: type[BaseModel], summary: str = "",
+                 precheck: Precheck | None = None) -> Callable[[Handler], Handler]:
         def deco(fn: Handler) -> Handler:
             if name in self._kinds:
                 raise ValueError(f"job kind {name!r} registered twice")
-            self._kinds[name] = JobKind(name, params, fn, summary or (fn.__doc__ or "").strip())
+            self._kinds[name] = JobKind(name, params, fn, summary or (fn.__doc__ or "").strip(), precheck)
             return fn
         return deco
 
@@ -258,16 +266,22 @@ class JobKinds:
     def names(self) -> list[str]:
         return sorted(self._kinds)
 
-    def validate(self, body: JobCreate) -> dict[str, Any]:
+    def validate(self, body: JobCreate, runtime: ServiceRuntime) -> dict[str, Any]:
         if body.kind not in self._kinds:
-            raise HTTPException(422, detail=f"unknown job kind {body.kind!r}; this service runs: "
+            close = difflib.get_close_matches(body.kind, self.names(), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise HTTPException(422, detail=f"unknown job kind {body.kind!r}{hint}; this service runs: "
                                             f"{', '.join(self.names())}")
+        kind = self._kinds[body.kind]
         try:
-            return self._kinds[body.kind].params.model_validate(body.params).model_dump(mode="json")
+            params = kind.params.model_validate(body.params)
         except ValidationError as exc:
             raise HTTPException(422, detail=f"invalid params for job kind {body.kind!r}: "
                                             + "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}"
                                                         for e in exc.errors())) from exc
+        if kind.precheck is not None:
+            kind.precheck(runtime, params)
+        return params.model_dump(mode="json")
 
 
 def _sse(event: str, data: str) -> str:
@@ -286,7 +300,7 @@ def jobs_router(runtime: ServiceRuntime) -> APIRouter:
 
     @router.post("", status_code=202, response_model=JobPublic)
     def create_job(body: JobCreate) -> JobPublic:
-        params = runtime.kinds.validate(body)
+        params = runtime.kinds.validate(body, runtime)
         job = repo.create(kind=body.kind, params=params)
         runtime.enqueue(job.id)
         return job.public()

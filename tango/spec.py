@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -106,3 +106,44 @@ class Health(BaseModel):
     service: str
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+# --- datasets: the contract between labelling (which freezes versions) and autonn (which trains) ---
+
+Task = Literal["classify", "detect"]
+Split = Literal["train", "val", "test"]
+
+
+class BoxLabel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    cls: int = Field(ge=0)
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class DatasetItem(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    key: str = Field(description="store key of the image bytes")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    split: Split
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    label: int | None = Field(None, ge=0, description="class index (classify)")
+    boxes: list[BoxLabel] = Field(default_factory=list, description="pixel boxes (detect)")
+
+
+class DatasetManifest(BaseModel):
+    """A frozen dataset version: immutable, addressed as datasets/<id>/<version>/manifest.json."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dataset_id: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+    version: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    task: Task
+    classes: list[str] = Field(min_length=1)
+    items: list[DatasetItem]
+    content_hash: str = ""

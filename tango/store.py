@@ -97,6 +97,13 @@ class Store:
                 self.fs.rm_file(tmp)
         return self.url_for(key)
 
+    def put_if_absent(self, key: str, data: bytes) -> str:
+        """Write once, tolerating a previous attempt of the same job that already wrote it."""
+        try:
+            return self.put_bytes(key, data)
+        except ArtifactExists:
+            return self.url_for(key)
+
     def put_json(self, key: str, obj: Any) -> str:
         return self.put_bytes(key, json.dumps(obj, indent=2, sort_keys=True).encode())
 

@@ -8,7 +8,7 @@ import secrets
 from http import HTTPStatus
 from collections.abc import Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -73,6 +73,14 @@ class BodyLimit:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+def get_runtime(request: Request) -> ServiceRuntime:
+    return request.app.state.runtime
+
+
+# Routes of a service take `runtime: RuntimeDep` to reach its settings, DB, store and jobs.
+RuntimeDep = Annotated[ServiceRuntime, Depends(get_runtime)]
 
 
 def _install_problem_handlers(app: FastAPI) -> None:

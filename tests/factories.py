@@ -98,3 +98,134 @@ def wait_job(base_url: str, job_id: str, *, timeout: float = 120.0, headers: dic
         return job if job["state"] in ("succeeded", "failed", "cancelled") else None
 
     return wait_until(terminal, timeout=timeout, what=f"job {job_id} to end")
+
+
+# --- autonn ---------------------------------------------------------------------------------------
+
+TINY_RESNET = {"resolutions": [16, 20, 24], "base_widths": [8, 16, 32, 64], "stem_width": 8, "stem_stride": 1}
+
+
+def digits_version(store, *, dataset_id: str = "digits", version: str = "v1", n: int | None = None,
+                   size: int = 24, seed: int = 0):  # noqa: ANN001, ANN201
+    """scikit-learn digits frozen as a dataset version in `store` (seeded, stratified by position)."""
+    from tango.datasets import split_for, version_from_arrays
+    from tango.sampledata import make_digits
+
+    images, labels = make_digits(size=size, seed=seed)
+    if n is not None:
+        images, labels = images[:n], labels[:n]
+    splits = [split_for(i, len(images)) for i in range(len(images))]
+    return version_from_arrays(store, dataset_id=dataset_id, version=version, task="classify",
+                               classes=[str(d) for d in range(10)], samples=zip(images, labels), splits=splits)
+
+
+# --- deploy_codegen: tiny models exported the way autonn exports them (ONNX 17 + TorchScript + card) ---
+
+def tiny_classifier(num_classes: int = 3, *, seed: int = 0):
+    """A small ResNet-style CNN (conv-BN-ReLU stem, one residual block, pooled linear head)."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, c: int):
+            super().__init__()
+            self.body = nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU(),
+                                      nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c))
+
+        def forward(self, x):  # noqa: ANN001, ANN201
+            return torch.relu(x + self.body(x))
+
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Conv2d(3, 16, 3, 2, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU(), Block(16),
+                          nn.Conv2d(16, 32, 3, 2, 1), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(32, num_classes))
+    for m in model.modules():  # non-trivial BN statistics, so folding them is tested too
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.1, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def tiny_detector(num_classes: int = 3, *, seed: int = 0, width: float = 0.125, depth: float = 0.33):
+    """A small Ultralytics YOLOv8-style detector built from a yaml dict (random weights), with its
+    Detect head in export mode: one (1, 4 + nc, anchors) output of decoded xywh boxes + scores."""
+    import tempfile
+
+    os.environ.setdefault("YOLO_OFFLINE", "1")
+    os.environ.setdefault("YOLO_AUTOINSTALL", "0")
+    os.environ.setdefault("YOLO_CONFIG_DIR", tempfile.mkdtemp(prefix="tango-yolo-"))
+    import torch
+    from ultralytics.nn.modules.head import Detect
+    from ultralytics.nn.tasks import DetectionModel
+
+    cfg = {
+        "nc": num_classes, "scales": {"t": [depth, width, 1024]}, "scale": "t",
+        "backbone": [[-1, 1, "Conv", [64, 3, 2]], [-1, 1, "Conv", [128, 3, 2]], [-1, 3, "C2f", [128, True]],
+                     [-1, 1, "Conv", [256, 3, 2]], [-1, 6, "C2f", [256, True]], [-1, 1, "Conv", [512, 3, 2]],
+                     [-1, 6, "C2f", [512, True]], [-1, 1, "Conv", [1024, 3, 2]], [-1, 3, "C2f", [1024, True]],
+                     [-1, 1, "SPPF", [1024, 5]]],
+        "head": [[-1, 1, "nn.Upsample", [None, 2, "nearest"]], [[-1, 6], 1, "Concat", [1]], [-1, 3, "C2f", [512]],
+                 [-1, 1, "nn.Upsample", [None, 2, "nearest"]], [[-1, 4], 1, "Concat", [1]], [-1, 3, "C2f", [256]],
+                 [-1, 1, "Conv", [256, 3, 2]], [[-1, 12], 1, "Concat", [1]], [-1, 3, "C2f", [512]],
+                 [-1, 1, "Conv", [512, 3, 2]], [[-1, 9], 1, "Concat", [1]], [-1, 3, "C2f", [1024]],
+                 [[15, 18, 21], 1, "Detect", ["nc"]]],
+    }
+    torch.manual_seed(seed)
+    model = DetectionModel(cfg, ch=3, nc=num_classes, verbose=False).eval()
+    for m in model.modules():
+        if isinstance(m, Detect):
+            m.export, m.format = True, "onnx"
+    return model
+
+
+def put_model_bundle(store, model_id: str, model, *, task: str, classes: list[str], input_size: int,
+                     arch: str = "tiny") -> dict:
+    """Write models/<id>/{model.onnx, model.ts, card.json} as autonn does: ONNX opset 17 from the
+    TorchScript-based exporter + onnxslim, TorchScript by tracing, and the card codegen reads."""
+    import hashlib
+    import io
+    import json
+
+    import onnx
+    import onnxslim
+    import torch
+
+    shape = (1, 3, input_size, input_size)
+    output = "logits" if task == "classify" else "output0"
+    x = torch.zeros(shape)
+    buf = io.BytesIO()
+    torch.onnx.export(model, (x,), buf, opset_version=17, dynamo=False, input_names=["images"],
+                      output_names=[output], dynamic_axes={"images": {0: "batch"}, output: {0: "batch"}})
+    proto = onnxslim.slim(onnx.load_from_string(buf.getvalue()))
+    onnx.checker.check_model(proto)
+    onnx_bytes = proto.SerializeToString()
+    with torch.no_grad():
+        traced = torch.jit.trace(model, x, check_trace=False)
+    ts = io.BytesIO()
+    torch.jit.save(traced, ts)
+    card = {
+        "task": task, "arch": arch, "classes": list(classes),
+        "input": {"name": "images", "shape": list(shape), "dtype": "float32", "layout": "NCHW", "color": "RGB",
+                  "scale": "1/255", "resize": f"{input_size}x{input_size}"},
+        "output": {"name": output}, "params": sum(p.numel() for p in model.parameters()), "flops": None,
+        "onnx": {"opset": 17, "sha256": hashlib.sha256(onnx_bytes).hexdigest()}, "metric": None,
+        "latency": {}, "device": "host", "dataset": {},
+    }
+    store.put_bytes(f"models/{model_id}/model.onnx", onnx_bytes)
+    store.put_bytes(f"models/{model_id}/model.ts", ts.getvalue())
+    store.put_bytes(f"models/{model_id}/card.json", json.dumps(card, indent=2).encode())
+    return card
+
+TINY_YOLO = {"resolutions": [64, 96], "backbone_widths": [16, 32, 48, 64], "neck_widths": [48, 32, 48, 64]}
+
+
+def shapes_version(store, *, dataset_id: str = "shapes", version: str = "v1", n: int = 40, size: int = 96,
+                   seed: int = 0):  # noqa: ANN001, ANN201
+    """The generated shapes detection set frozen as a dataset version in `store`."""
+    from tango.datasets import split_for, version_from_arrays
+    from tango.sampledata import SHAPE_CLASSES, make_shapes
+
+    samples = make_shapes(n, size=size, seed=seed)
+    return version_from_arrays(store, dataset_id=dataset_id, version=version, task="detect",
+                               classes=list(SHAPE_CLASSES), samples=samples,
+                               splits=[split_for(i, n) for i in range(n)])

@@ -1,0 +1,203 @@
+"""Metric/latency trade-off: NSGA-II Pareto front, the random-search baseline, hypervolume.
+
+Two objectives: maximise the predicted metric, minimise predicted ms. NSGA-II (Deb et al. 2002)
+is written out here: non-dominated sorting, crowding distance, binary tournaments, the space's
+own crossover and mutation. Every evaluated arch goes into an archive and the front returned is
+the archive's non-dominated set, so a good point found early is never lost to selection.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from autonn.spaces.base import Arch, SearchSpace
+
+Predictor = Callable[[list[Arch]], Any]
+
+
+def arch_json_key(arch: Arch) -> str:
+    return json.dumps(arch, sort_keys=True, separators=(",", ":"))
+
+
+class CountedPredictor:
+    """A predictor that counts the archs it is asked about and returns a flat float array."""
+
+    def __init__(self, fn: Predictor):
+        self.fn, self.n = fn, 0
+
+    def __call__(self, archs: list[Arch]) -> np.ndarray:
+        if not archs:
+            return np.zeros(0)
+        self.n += len(archs)
+        out = np.asarray(self.fn(archs), dtype=np.float64).reshape(-1)
+        if len(out) != len(archs):
+            raise ValueError(f"a predictor returned {len(out)} values for {len(archs)} archs")
+        return out
+
+
+@dataclass(frozen=True)
+class ParetoPoint:
+    arch: Arch
+    metric: float
+    ms: float
+
+
+@dataclass
+class FrontResult:
+    front: list[ParetoPoint]  # every non-dominated arch evaluated, sorted by ms
+    queries: int
+    seconds: float
+
+
+@dataclass
+class RandomSearchResult:
+    front: list[ParetoPoint]
+    best: ParetoPoint | None  # the best metric within budget_ms, when one was given
+    queries: int
+    seconds: float
+
+
+def non_dominated(points: Iterable[ParetoPoint]) -> list[ParetoPoint]:
+    """The non-dominated points (max metric, min ms), sorted by ms; one per (metric, ms) pair."""
+    ordered = sorted(points, key=lambda p: (p.ms, -p.metric))
+    out: list[ParetoPoint] = []
+    for p in ordered:
+        if not out or p.metric > out[-1].metric:
+            out.append(p)
+    return out
+
+
+def hypervolume_2d(points: Iterable[ParetoPoint | tuple[float, float]], ref: tuple[float, float]) -> float:
+    """Area dominated by `points` (as ParetoPoint or (metric, ms)) and bounded by `ref` =
+    (worst metric, worst ms); points not better than `ref` in both objectives add nothing."""
+    ref_metric, ref_ms = ref
+    pts = [(p.metric, p.ms) if isinstance(p, ParetoPoint) else (float(p[0]), float(p[1])) for p in points]
+    pts = sorted((ms, m) for m, ms in pts if m > ref_metric and ms < ref_ms)
+    area, best = 0.0, ref_metric
+    for ms, m in pts:  # by ms ascending; each point adds the slab between the best so far and itself
+        if m > best:
+            area += (ref_ms - ms) * (m - best)
+            best = m
+    return area
+
+
+def _ranks(metric: np.ndarray, ms: np.ndarray) -> np.ndarray:
+    """Non-domination rank of each point (0 = the first front)."""
+    ge = (ms[None, :] <= ms[:, None]) & (metric[None, :] >= metric[:, None])
+    gt = (ms[None, :] < ms[:, None]) | (metric[None, :] > metric[:, None])
+    dominated_by = ge & gt  # [i, j]: j dominates i
+    count = dominated_by.sum(1)
+    ranks = np.full(len(ms), -1)
+    rank = 0
+    while (ranks < 0).any():
+        current = (count == 0) & (ranks < 0)
+        ranks[current] = rank
+        count = count - dominated_by[:, current].sum(1)
+        count[ranks >= 0] = -1
+        rank += 1
+    return ranks
+
+
+def _crowding(metric: np.ndarray, ms: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    dist = np.zeros(len(ms))
+    for r in np.unique(ranks):
+        idx = np.flatnonzero(ranks == r)
+        for values in (metric[idx], ms[idx]):
+            order = idx[np.argsort(values, kind="stable")]
+            span = values.max() - values.min()
+            dist[order[0]] = dist[order[-1]] = np.inf
+            if span > 0 and len(order) > 2:
+                v = np.sort(values)
+                dist[order[1:-1]] += (v[2:] - v[:-2]) / span
+    return dist
+
+
+def nsga2(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, population: int = 100,
+          generations: int = 100, seed: int = 0, mutation_prob: float = 0.1, crossover_prob: float = 0.9,
+          max_seconds: float | None = None) -> FrontResult:
+    start, rng = time.perf_counter(), random.Random(seed)
+    acc, lat = CountedPredictor(accuracy), CountedPredictor(latency)
+    archive: dict[str, ParetoPoint] = {}
+
+    def evaluate(archs: list[Arch]) -> list[ParetoPoint]:
+        fresh = list({k: a for a in archs if (k := arch_json_key(a)) not in archive}.items())
+        new = [a for _, a in fresh]
+        for (k, a), m, ms in zip(fresh, acc(new), lat(new), strict=True):
+            archive[k] = ParetoPoint(a, float(m), float(ms))
+        return [archive[arch_json_key(a)] for a in archs]
+
+    # The extremes anchor both ends of the front from the first generation.
+    pop = evaluate([space.validate(space.smallest()), space.validate(space.largest())] +
+                   [space.sample(rng) for _ in range(population - 2)])
+    pop = list({arch_json_key(p.arch): p for p in pop}.values())
+    for _ in range(generations):
+        if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            break
+        metric, ms = np.array([p.metric for p in pop]), np.array([p.ms for p in pop])
+        ranks = _ranks(metric, ms)
+        crowd = _crowding(metric, ms, ranks)
+
+        def tournament() -> Arch:
+            i, j = rng.randrange(len(pop)), rng.randrange(len(pop))
+            return pop[i if (ranks[i], -crowd[i]) <= (ranks[j], -crowd[j]) else j].arch
+
+        kids = []
+        for _ in range(population):
+            child = space.crossover(tournament(), tournament(), rng) if rng.random() < crossover_prob else tournament()
+            kids.append(space.mutate(child, rng, mutation_prob))
+        merged = list({arch_json_key(p.arch): p for p in pop + evaluate(kids)}.values())
+        metric, ms = np.array([p.metric for p in merged]), np.array([p.ms for p in merged])
+        ranks = _ranks(metric, ms)
+        crowd = _crowding(metric, ms, ranks)
+        order = np.lexsort((-crowd, ranks))[:population]
+        pop = [merged[i] for i in order]
+    return FrontResult(front=non_dominated(archive.values()), queries=lat.n, seconds=time.perf_counter() - start)
+
+
+def spread_points(front: Sequence[ParetoPoint], n_points: int) -> list[ParetoPoint]:
+    """`n_points` distinct points of a front sorted by ms, spread evenly across its latency range
+    (both ends included); the whole front when it is not larger."""
+    if len(front) <= n_points:
+        return list(front)
+    ms = np.array([p.ms for p in front])
+    chosen: set[int] = set()
+    for target in np.linspace(ms[0], ms[-1], n_points):
+        free = [i for i in range(len(front)) if i not in chosen]
+        chosen.add(min(free, key=lambda i: abs(ms[i] - target)))
+    return [front[i] for i in sorted(chosen)]
+
+
+def pareto_front(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, n_points: int = 10,
+                 population: int = 100, generations: int = 100, seed: int = 0, **nsga_kwargs: Any) -> list[ParetoPoint]:
+    """`n_points` non-dominated (arch, metric, ms) points spread across the latency range, by ms."""
+    result = nsga2(space=space, accuracy=accuracy, latency=latency, population=population,
+                   generations=generations, seed=seed, **nsga_kwargs)
+    return spread_points(result.front, n_points)
+
+
+def random_search(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, queries: int, seed: int = 0,
+                  budget_ms: float | None = None) -> RandomSearchResult:
+    """The baseline: `queries` distinct random archs, both predictors on each."""
+    start, rng = time.perf_counter(), random.Random(seed)
+    seen: dict[str, Arch] = {}
+    for _ in range(20 * queries):
+        if len(seen) >= queries:
+            break
+        arch = space.sample(rng)
+        seen.setdefault(arch_json_key(arch), arch)
+    archs = list(seen.values())
+    acc, lat = CountedPredictor(accuracy), CountedPredictor(latency)
+    points: list[ParetoPoint] = []
+    for i in range(0, len(archs), 1000):
+        chunk = archs[i:i + 1000]
+        points += [ParetoPoint(a, float(m), float(ms)) for a, m, ms in zip(chunk, acc(chunk), lat(chunk), strict=True)]
+    fits = [p for p in points if budget_ms is not None and p.ms <= budget_ms]
+    return RandomSearchResult(front=non_dominated(points), best=max(fits, key=lambda p: p.metric, default=None),
+                              queries=lat.n, seconds=time.perf_counter() - start)

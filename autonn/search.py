@@ -1,0 +1,223 @@
+"""Budgeted architecture search over predictors.
+
+Predictors are plain callables on a list of archs returning an array: `accuracy(archs)` (the
+task metric, higher is better) and `latency(archs)` (ms). A LatencyTable is such a callable.
+
+`evolve` is Once-for-All's constrained evolution: only candidates whose predicted latency fits
+the budget enter the population. `search_under_budget` then checks the winner on the device and,
+when it is over budget, scales the latency predictor by measured/predicted and searches again:
+the budget itself is never relaxed, so the arch it returns has a *measured* latency within it.
+
+A query is one candidate arch whose latency was predicted (its metric is predicted only when it
+fits the budget); an arch already evaluated in a run is not queried again.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from autonn.pareto import (CountedPredictor, ParetoPoint, RandomSearchResult, arch_json_key, hypervolume_2d, nsga2,
+                           pareto_front, random_search)
+from autonn.spaces.base import Arch, SearchSpace
+
+__all__ = ["BudgetUnreachable", "BudgetedResult", "MeasuredRound", "ParetoPoint", "RandomSearchResult",
+           "SearchResult", "evolve", "fastest_arch", "hypervolume_2d", "nsga2", "pareto_front", "random_search",
+           "search_under_budget"]
+
+Predictor = Callable[[list[Arch]], Any]
+
+
+def _ceil2(ms: float) -> str:
+    """A latency rounded *up* to 0.01 ms, so a budget set to the figure shown is enough."""
+    return f"{math.ceil(ms * 100 - 1e-9) / 100:.2f}"
+
+
+class BudgetUnreachable(ValueError):
+    def __init__(self, *, budget_ms: float, fastest_ms: float, device_name: str = "this device",
+                 measured: bool = False):
+        self.budget_ms, self.fastest_ms, self.device_name, self.measured = budget_ms, fastest_ms, device_name, measured
+        how = "measured" if measured else "predicted"
+        super().__init__(
+            f"no sub-network can run in {budget_ms:.4g} ms on {device_name}: the fastest one {how} takes "
+            f"{_ceil2(fastest_ms)} ms; raise the budget to at least {_ceil2(fastest_ms)} ms or pick a faster device")
+
+
+@dataclass
+class SearchResult:
+    arch: Arch
+    predicted_metric: float
+    predicted_ms: float
+    queries: int
+    seconds: float
+    generations: int
+    budget_ms: float
+    history: list[float] = field(default_factory=list)  # best predicted metric after each generation
+
+
+def _fitting(make: Callable[[], Arch], want: int, *, latency: CountedPredictor, budget_ms: float, seen: set[str],
+             max_tries: int, pool: list[tuple[float, Arch]] | None = None) -> list[tuple[Arch, float]]:
+    """Up to `want` new archs from `make` whose predicted latency fits; every evaluated one goes
+    into `pool` (for seeding from the fastest when few fit)."""
+    out: list[tuple[Arch, float]] = []
+    tries = 0
+    while len(out) < want and tries < max_tries:
+        batch: list[Arch] = []
+        for _ in range(min(max(8, 2 * (want - len(out))), max_tries - tries)):
+            tries += 1
+            arch = make()
+            key = arch_json_key(arch)
+            if key not in seen:
+                seen.add(key)
+                batch.append(arch)
+        for arch, ms in zip(batch, latency(batch), strict=True):
+            if pool is not None:
+                pool.append((ms, arch))
+            if ms <= budget_ms and len(out) < want:
+                out.append((arch, float(ms)))
+    return out
+
+
+def evolve(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, budget_ms: float, population: int = 100,
+           generations: int = 500, parents: float = 0.25, mutation_prob: float = 0.1, mutation_share: float = 0.5,
+           seed: int = 0, max_seconds: float | None = None, max_queries: int | None = None,
+           device_name: str = "this device") -> SearchResult:
+    """The predicted-best arch whose predicted latency is within `budget_ms`."""
+    start, rng = time.perf_counter(), random.Random(seed)
+    lat, acc = CountedPredictor(latency), CountedPredictor(accuracy)
+    seen: set[str] = set()
+    pool: list[tuple[float, Arch]] = []
+    tries = 20 * population
+    # The extremes are cheap, strong seeds: the largest often wins outright when it fits.
+    anchors = [space.validate(space.smallest()), space.validate(space.largest())]
+    found = _fitting(lambda: anchors.pop(), 2, latency=lat, budget_ms=budget_ms, seen=seen, max_tries=2, pool=pool)
+    found += _fitting(lambda: space.sample(rng), population - len(found), latency=lat, budget_ms=budget_ms,
+                      seen=seen, max_tries=tries, pool=pool)
+    if len(found) < population:
+        # Few random archs fit: walk down from the fastest ones found (they may be over budget).
+        for _ in range(10):
+            seeds = [a for a, _ in found] or [a for _, a in sorted(pool, key=lambda p: p[0])[:8]]
+            found += _fitting(lambda: space.mutate(rng.choice(seeds), rng, max(mutation_prob, 0.2)),
+                              population - len(found), latency=lat, budget_ms=budget_ms, seen=seen,
+                              max_tries=tries, pool=pool)
+            if len(found) >= population:
+                break
+    if not found:
+        _, fastest_ms = fastest_arch(space=space, latency=latency, seed=seed)
+        raise BudgetUnreachable(budget_ms=budget_ms, fastest_ms=min(fastest_ms, min(ms for ms, _ in pool)),
+                                device_name=device_name)
+    pop = [(a, float(m), ms) for (a, ms), m in zip(found, acc([a for a, _ in found]), strict=True)]
+    n_parents = max(1, round(parents * population))
+    n_mutate = round(mutation_share * population)
+    n_cross = max(0, population - n_parents - n_mutate)
+    history, gen = [], 0
+    for gen in range(1, generations + 1):
+        pop.sort(key=lambda p: p[1], reverse=True)
+        elite = pop[:n_parents]
+        archs = [p[0] for p in elite]
+
+        def cross() -> Arch:
+            a, b = rng.sample(archs, 2) if len(archs) > 1 else (archs[0], archs[0])
+            child = space.crossover(a, b, rng)
+            # Once the parents converge most crossovers repeat an arch already seen; a mutation
+            # keeps them useful instead of spinning through rejected duplicates.
+            return space.mutate(child, rng, mutation_prob) if arch_json_key(child) in seen else child
+
+        kids = _fitting(lambda: space.mutate(rng.choice(archs), rng, mutation_prob), n_mutate, latency=lat,
+                        budget_ms=budget_ms, seen=seen, max_tries=20 * max(1, n_mutate))
+        kids += _fitting(cross, n_cross, latency=lat, budget_ms=budget_ms, seen=seen, max_tries=20 * max(1, n_cross))
+        pop = elite + [(a, float(m), ms) for (a, ms), m in zip(kids, acc([a for a, _ in kids]), strict=True)]
+        history.append(max(p[1] for p in pop))
+        if (max_seconds is not None and time.perf_counter() - start > max_seconds) or \
+                (max_queries is not None and lat.n >= max_queries):
+            break
+    best = max(pop, key=lambda p: p[1])
+    return SearchResult(arch=best[0], predicted_metric=best[1], predicted_ms=best[2], queries=lat.n,
+                        seconds=time.perf_counter() - start, generations=gen, budget_ms=budget_ms, history=history)
+
+
+def fastest_arch(*, space: SearchSpace, latency: Predictor, seed: int = 0, population: int = 32,
+                 generations: int = 15, mutation_prob: float = 0.15) -> tuple[Arch, float]:
+    """(arch, predicted ms) of the fastest sub-network found: the smallest arch, improved by a
+    short evolution that minimises latency (the smallest is not always fastest on a device)."""
+    rng, lat = random.Random(seed), CountedPredictor(latency)
+    smallest = space.validate(space.smallest())
+    seen = {arch_json_key(smallest)}
+    pop = [(float(lat([smallest])[0]), smallest)]
+    for _ in range(generations):
+        parents = [a for _, a in pop[: max(2, population // 4)]]
+        kids = []
+        for _ in range(population):
+            kid = space.mutate(rng.choice(parents), rng, mutation_prob) if rng.random() < 0.7 or len(parents) < 2 \
+                else space.crossover(*rng.sample(parents, 2), rng)
+            if arch_json_key(kid) not in seen:
+                seen.add(arch_json_key(kid))
+                kids.append(kid)
+        pop = sorted(pop + list(zip(lat(kids).tolist(), kids, strict=True)), key=lambda p: p[0])[:population]
+    return pop[0][1], pop[0][0]
+
+
+@dataclass
+class MeasuredRound:
+    arch: Arch
+    predicted_metric: float
+    predicted_ms: float  # the unscaled latency predictor
+    scale: float  # the factor the search applied to it in this round
+    measured_ms: float
+
+
+@dataclass
+class BudgetedResult:
+    arch: Arch
+    predicted_metric: float
+    predicted_ms: float
+    measured_ms: float
+    budget_ms: float
+    device_name: str
+    latency_scale: float  # the correction in force when the arch was found
+    rounds: list[MeasuredRound]
+    fallback: bool = False  # True: the search kept missing, this is the fastest sub-network instead
+
+
+def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Predictor,
+                        measure: Callable[[Arch], float], budget_ms: float, device_name: str, max_rounds: int = 4,
+                        seed: int = 0, **evolve_kwargs: Any) -> BudgetedResult:
+    """Search, measure the winner on the device, and search again with the latency predictor
+    scaled by measured/predicted until a winner's *measured* latency fits. When rounds run out
+    (or the predictor says nothing fits), the fastest sub-network is measured: it is returned
+    (`fallback=True`) if it fits, else BudgetUnreachable names its measured latency."""
+    if not budget_ms > 0:
+        raise ValueError(f"the latency budget must be a positive number of ms, not {budget_ms!r}")
+    scale, rounds = 1.0, []
+    for r in range(max_rounds):
+        factor = scale
+
+        def scaled(archs: list[Arch], factor: float = factor) -> np.ndarray:
+            return np.asarray(latency(archs), dtype=np.float64) * factor
+
+        try:
+            res = evolve(space=space, accuracy=accuracy, latency=scaled, budget_ms=budget_ms, seed=seed + r,
+                         device_name=device_name, **evolve_kwargs)
+        except BudgetUnreachable:
+            break
+        measured = float(measure(res.arch))
+        raw = res.predicted_ms / factor
+        rounds.append(MeasuredRound(res.arch, res.predicted_metric, raw, factor, measured))
+        if measured <= budget_ms:
+            return BudgetedResult(res.arch, res.predicted_metric, raw, measured, budget_ms, device_name, factor, rounds)
+        # measured > budget >= factor * raw, so the new scale is strictly larger: the next round
+        # is stricter exactly where this one was wrong, and scales never shrink.
+        scale = max(scale, measured / raw)
+    arch, raw = fastest_arch(space=space, latency=latency, seed=seed)
+    measured = float(measure(arch))
+    metric = float(np.asarray(accuracy([arch]), dtype=np.float64).reshape(-1)[0])
+    rounds.append(MeasuredRound(arch, metric, raw, scale, measured))
+    if measured <= budget_ms:
+        return BudgetedResult(arch, metric, raw, measured, budget_ms, device_name, scale, rounds, fallback=True)
+    raise BudgetUnreachable(budget_ms=budget_ms, fastest_ms=measured, device_name=device_name, measured=True)

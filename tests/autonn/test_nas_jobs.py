@@ -1,0 +1,140 @@
+"""autonn's job kinds end to end in-process (the real domain code, real store and SQLite): a
+supernet trained on digits, a host latency table, a budgeted search and a fine-tune + export."""
+
+import json
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+from fastapi.testclient import TestClient
+
+from autonn.api import create_app
+from tango.queue import execute
+from tests.factories import TINY_RESNET, TINY_YOLO, build_runtime, digits_version, shapes_version
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    from tango.settings import Settings
+
+    settings = Settings(home=tmp_path_factory.mktemp("autonn") / "home")
+    runtime = build_runtime("autonn", settings)
+    runtime.migrate()
+    digits_version(runtime.store, n=600)
+    client = TestClient(create_app(settings))
+    with client:
+        yield runtime, client
+
+
+def run(runtime, client, kind: str, params: dict) -> dict:
+    resp = client.post("/jobs", json={"kind": kind, "params": params})
+    assert resp.status_code == 202, resp.text
+    job_id = resp.json()["id"]
+    assert execute(runtime, job_id) == "succeeded", runtime.jobs.get(job_id).error
+    return runtime.jobs.get(job_id).result
+
+
+def test_train_search_finetune_export(stack):
+    runtime, client = stack
+    trained = run(runtime, client, "train_supernet", {
+        "dataset_id": "digits", "dataset_version": "v1", "space_options": TINY_RESNET, "epochs": 2,
+        "batch_size": 32, "lr": 0.1, "n_random": 1, "predictor_archs": 12, "device": "cpu"})
+    supernet_id = trained["supernet_id"]
+    assert trained["val_largest"] > 0.3 and trained["cardinality"] >= 1e8
+    assert client.get(f"/supernets/{supernet_id}").json()["state"] == "ready"
+    # Same space on the same dataset version: the trained supernet is reused.
+    again = run(runtime, client, "train_supernet", {"dataset_id": "digits", "dataset_version": "v1",
+                                                    "space_options": TINY_RESNET, "epochs": 2})
+    assert again == {**again, "supernet_id": supernet_id, "reused": True}
+
+    table = run(runtime, client, "latency_table", {"supernet_id": supernet_id, "n_fit_networks": 6, "rounds": 3})
+    assert table["entries"] > 100 and table["noise_floor"] >= 0
+
+    fastest_reply = client.post("/jobs", json={"kind": "search", "params": {"supernet_id": supernet_id,
+                                                                           "budget_ms": 0.0001}})
+    assert fastest_reply.status_code == 422
+    assert fastest_reply.headers["content-type"] == "application/problem+json"
+    assert "below the fastest sub-network on host" in fastest_reply.json()["detail"]
+
+    searched_tables = client.get("/latency-tables").json()
+    budget = 1.5 * json.loads(client.get(f"/latency-tables/{searched_tables[0]['id']}").content)["overhead_ms"] + 0.3
+    search = run(runtime, client, "search", {"supernet_id": supernet_id, "budget_ms": budget, "generations": 10,
+                                             "population": 24})
+    assert search["verified"] and search["measured_ms"] <= budget
+    assert search["predicted_ms"] > 0 and search["rounds"]
+
+    front = run(runtime, client, "search", {"supernet_id": supernet_id, "mode": "front", "n_points": 10,
+                                            "generations": 10, "population": 40, "verify": False})
+    ms = [p["predicted_ms"] for p in front["front"]]
+    assert len(ms) >= 10 and ms == sorted(ms)
+
+    search_id = client.get("/jobs?kind=search&state=succeeded").json()["items"][-1]["id"]
+    model = run(runtime, client, "finetune", {"supernet_id": supernet_id, "search_job_id": search_id, "epochs": 1,
+                                              "batch_size": 32, "device": "cpu"})
+    card = client.get(f"/models/{model['model_id']}/files/card.json").json()
+    assert card["metric"]["name"] == "top1" and 0 <= card["metric"]["val"] <= 1
+    assert card["latency"]["budget_ms"] == budget and card["latency"]["measured_ms"] > 0
+    assert card["latency"]["predicted_ms"] > 0 and card["onnx"]["opset"] == 17
+    assert card["onnx"]["max_abs_diff_vs_torch"] < 1e-4
+    onnx_bytes = client.get(f"/models/{model['model_id']}/files/model.onnx").content
+    size = card["input"]["shape"][-1]
+    out = ort.InferenceSession(onnx_bytes).run(None, {"images": np.zeros((1, 3, size, size), np.float32)})[0]
+    assert out.shape == (1, 10)
+    assert client.get(f"/models/{model['model_id']}/files/../../etc").status_code == 404
+
+
+def test_bad_requests_explain_themselves(stack):
+    runtime, client = stack
+    cases = [
+        ("train_supernet", {"dataset_id": "digits", "dataset_version": "v9"}, "no frozen version"),
+        ("train_supernet", {"dataset_id": "digits", "dataset_version": "v1", "space": "resnet"}, "did you mean"),
+        ("train_supernet", {"dataset_id": "digits", "dataset_version": "v1", "space": "yolo_det"}, "is for detect"),
+        ("search", {"supernet_id": "nope", "budget_ms": 5}, "no supernet"),
+        ("latency_table", {"space": "resnet_cls", "device": "pi5"}, "only the host"),
+        ("finetune", {"supernet_id": "nope"}, "no supernet"),
+    ]
+    for kind, params, fragment in cases:
+        resp = client.post("/jobs", json={"kind": kind, "params": params})
+        assert resp.status_code == 422, (kind, resp.text)
+        assert fragment in resp.json()["detail"], resp.json()["detail"]
+
+
+def test_latency_table_import_rejects_another_space(stack):
+    runtime, client = stack
+    tables = client.get("/latency-tables").json()
+    if not tables:
+        pytest.skip("needs the table built by the end-to-end test")
+    original = client.get(f"/latency-tables/{tables[0]['id']}").content
+    supernet_id = client.get("/supernets").json()[0]["id"]
+    # The same file imports cleanly for the supernet it was measured for ...
+    assert client.post(f"/latency-tables?supernet_id={supernet_id}", content=original).status_code == 201
+    # ... but a table of another space's options is refused, by name or by its block keys.
+    table = json.loads(original)
+    table["space_options"] = {**table["space_options"], "stem_width": 32}
+    resp = client.post(f"/latency-tables?supernet_id={supernet_id}", content=json.dumps(table))
+    assert resp.status_code == 422 and "measured for search space" in resp.json()["detail"]
+    resp = client.post("/latency-tables", content=json.dumps(table))
+    assert resp.status_code == 422 and "lacks" in resp.json()["detail"]
+    assert client.post("/latency-tables", content=b"{}").status_code == 422
+    assert client.post("/latency-tables", content=b"\xff\xfe").status_code == 422
+
+
+def test_detection_supernet_to_exported_model(stack):
+    runtime, client = stack
+    shapes_version(runtime.store, n=40, size=96)
+    trained = run(runtime, client, "train_supernet", {
+        "dataset_id": "shapes", "dataset_version": "v1", "space_options": TINY_YOLO, "epochs": 1,
+        "batch_size": 8, "lr": 0.01, "n_random": 0, "predictor_archs": 10, "device": "cpu"})
+    assert 0.0 <= trained["val_largest"] <= 1.0
+    row = client.get(f"/supernets/{trained['supernet_id']}").json()
+    assert row["space"] == "yolo_det" and row["classes"] == ["circle", "square", "triangle"]
+    smallest = client.get("/spaces").json()
+    arch = next(s for s in smallest if s["name"] == "yolo_det")["smallest"] | {"resolution": 64}
+    model = run(runtime, client, "finetune", {"supernet_id": trained["supernet_id"], "arch": arch, "epochs": 1,
+                                              "batch_size": 8, "device": "cpu"})
+    card = client.get(f"/models/{model['model_id']}/files/card.json").json()
+    assert card["metric"]["name"] == "mAP50-95" and card["output"]["name"] == "output0"
+    assert card["onnx"]["max_rel_diff_vs_torch"] < 1e-4
+    onnx_bytes = client.get(f"/models/{model['model_id']}/files/model.onnx").content
+    out = ort.InferenceSession(onnx_bytes).run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})[0]
+    assert out.shape[:2] == (1, 4 + 3)

@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import io
+import random
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from autonn.predictors import AccuracyPredictor, fit_accuracy_predictor, measure_archs
+from autonn.spaces.base import get_search_space
+from tests.autonn.test_train import SPACE_OPTIONS, digits
+
+SPACE = get_search_space("resnet_cls", **SPACE_OPTIONS)
+
+
+def synthetic_pairs(n: int, *, seed: int = 0, noise: float = 0.01, nonlinear: bool = False):
+    """Metric = a known function of encode(arch) + noise: a stand-in for measuring n subnets."""
+    rng = random.Random(seed)
+    archs = [SPACE.sample(rng) for _ in range(n)]
+    x = np.array([SPACE.encode(a) for a in archs])
+    w = np.random.default_rng(42).uniform(0.0, 1.0, x.shape[1])
+    score = x @ w / w.sum()
+    if nonlinear:  # saturating, with an interaction between resolution and the widths
+        score = np.tanh(3 * score) + 0.3 * x[:, 0] * x[:, 1:5].mean(1)
+    y = 0.4 + 0.4 * score + np.random.default_rng(seed).normal(0, noise, n)
+    return list(zip(archs, y.tolist(), strict=True))
+
+
+@pytest.fixture(scope="module")
+def linear_predictor():
+    return fit_accuracy_predictor(space=SPACE, pairs=synthetic_pairs(300), seed=0)
+
+
+def test_predictor_ranks_held_out_archs(linear_predictor):
+    r = linear_predictor.report
+    print("linear report:", {k: r[k] for k in ("model", "kendall_tau", "rmse", "n_train", "n_test")})
+    assert r["n_train"] == 240 and r["n_test"] == 60
+    assert r["kendall_tau"] > 0.7 and 0 < r["rmse"] < 0.05
+    assert {c["model"] for c in r["candidates"]} == {"ridge", "krr", "mlp"}
+    fresh = synthetic_pairs(200, seed=7)  # archs never seen by the fit
+    from scipy.stats import kendalltau
+    assert kendalltau([m for _, m in fresh], linear_predictor.predict([a for a, _ in fresh])).statistic > 0.7
+
+
+def test_predictor_handles_a_nonlinear_surface():
+    pred = fit_accuracy_predictor(space=SPACE, pairs=synthetic_pairs(300, nonlinear=True, noise=0.005), seed=1)
+    r = pred.report
+    print("nonlinear report:", {k: r[k] for k in ("model", "kendall_tau", "rmse")})
+    assert r["kendall_tau"] > 0.7
+
+
+def test_round_trip_gives_identical_predictions(linear_predictor):
+    archs = [SPACE.sample(random.Random(3)) for _ in range(50)]
+    blob = linear_predictor.to_bytes()
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:  # plain arrays, no pickle
+        assert "meta" in z.files
+    loaded = AccuracyPredictor.from_bytes(blob)  # space rebuilt from the stored name and options
+    assert loaded.space.options == SPACE.options and loaded.report == linear_predictor.report
+    assert np.array_equal(loaded.predict(archs), linear_predictor.predict(archs))
+    with pytest.raises(ValueError):
+        AccuracyPredictor.from_bytes(blob, space=_Other(**SPACE_OPTIONS))
+
+
+class _Other(type(SPACE)):
+    name = "other_space"
+
+
+@pytest.mark.parametrize("kind", ["ridge", "krr", "mlp"])
+def test_every_model_round_trips_and_predicts_1000_archs_fast(kind):
+    pairs = synthetic_pairs(120)
+    x = np.array([SPACE.encode(a) for a, _ in pairs])
+    y = np.array([m for _, m in pairs])
+    hyper = {"ridge": {"alpha": 1.0}, "krr": {"alpha": 0.1, "gamma": 0.02},
+             "mlp": {"members": 2, "hidden": 32, "steps": 50}}[kind]
+    model = AccuracyPredictor.fit(space=SPACE, x=x, y=y, kind=kind, hyper=hyper)
+    rng = random.Random(5)
+    archs = [SPACE.sample(rng) for _ in range(1000)]
+    model.predict(archs[:10])  # warm-up
+    best = min(_timed(model.predict, archs) for _ in range(3))
+    out = model.predict(archs)
+    assert out.shape == (1000,) and np.isfinite(out).all()
+    assert best < 0.05, f"{kind}: {best * 1000:.1f} ms for 1,000 archs"
+    loaded = AccuracyPredictor.from_bytes(model.to_bytes(), space=SPACE)
+    assert np.array_equal(loaded.predict(archs), out)
+
+
+def _timed(fn, *args) -> float:
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
+def test_fit_needs_enough_pairs():
+    with pytest.raises(ValueError, match="at least 10"):
+        fit_accuracy_predictor(space=SPACE, pairs=synthetic_pairs(5))
+
+
+def test_measure_archs_reports_progress():
+    torch.manual_seed(0)
+    net = SPACE.build_supernet(num_classes=10)
+    loader = DataLoader(digits(64), batch_size=32)
+    archs = [SPACE.sample(random.Random(i)) for i in range(3)]
+    seen = []
+    pairs = measure_archs(space=SPACE, supernet=net, archs=archs, calib_loader=loader, val_loader=loader,
+                          device=torch.device("cpu"), progress=lambda f, m, d: seen.append(f), calib_batches=1)
+    assert [a for a, _ in pairs] == archs and all(0 <= m <= 1 for _, m in pairs)
+    assert seen == pytest.approx([1 / 3, 2 / 3, 1.0])

@@ -1,0 +1,158 @@
+"""Search on fixed synthetic predictors, so every outcome is deterministic."""
+
+from __future__ import annotations
+
+import itertools
+import math
+import zlib
+
+import numpy as np
+import pytest
+
+from autonn.search import (BudgetUnreachable, ParetoPoint, evolve, fastest_arch, hypervolume_2d, nsga2, pareto_front,
+                           random_search, search_under_budget)
+from autonn.spaces.base import get_search_space
+
+SPACE = get_search_space("resnet_cls", resolutions=(24, 28, 32), base_widths=(16, 32, 64, 128), stem_width=16,
+                         stem_stride=1)
+
+
+def _unit(text: str) -> float:
+    return zlib.crc32(text.encode()) / 2**32
+
+
+# A fixed per-block table: cost grows with the block's input size, times a per-key factor.
+BLOCK_MS = {s.key: 0.005 + math.prod(s.input_shape) / 2e5 * (0.5 + _unit(s.key)) for s in SPACE.all_blocks()}
+WEIGHTS = np.random.default_rng(7).uniform(0.2, 1.0, len(SPACE.encode(SPACE.largest())))
+
+
+def latency(archs):
+    return np.array([sum(BLOCK_MS[b.key] for b in SPACE.blocks(a)) for a in archs])
+
+
+def accuracy(archs):
+    """Monotone in encode(arch), plus a small deterministic per-arch wobble."""
+    x = np.array([SPACE.encode(a) for a in archs])
+    wobble = np.array([_unit(SPACE.arch_key(a)) - 0.5 for a in archs])
+    return 0.4 + 0.5 * (x @ WEIGHTS) / WEIGHTS.sum() + 0.003 * wobble
+
+
+FASTEST = float(latency([SPACE.smallest()])[0])
+SLOWEST = float(latency([SPACE.largest()])[0])
+SMALL = dict(population=40, generations=25)
+
+
+def test_evolve_respects_budget_and_improves():
+    budget = FASTEST + 0.4 * (SLOWEST - FASTEST)
+    res = evolve(space=SPACE, accuracy=accuracy, latency=latency, budget_ms=budget, seed=0, **SMALL)
+    assert res.predicted_ms <= budget
+    assert float(latency([res.arch])[0]) == pytest.approx(res.predicted_ms)
+    assert float(accuracy([res.arch])[0]) == pytest.approx(res.predicted_metric)
+    assert res.history == sorted(res.history)  # the parents survive, so the best never drops
+    assert res.generations == SMALL["generations"] and res.queries > SMALL["population"]
+
+
+def test_more_budget_never_worse():
+    budgets = [FASTEST + f * (SLOWEST - FASTEST) for f in (0.1, 0.3, 0.6, 1.0)]
+    metrics = [evolve(space=SPACE, accuracy=accuracy, latency=latency, budget_ms=b, seed=0, **SMALL).predicted_metric
+               for b in budgets]
+    print("budget -> metric:", [(round(b, 3), round(m, 4)) for b, m in zip(budgets, metrics, strict=True)])
+    assert metrics == sorted(metrics)
+
+
+def test_tight_budget_seeds_from_the_fastest():
+    # Random samples almost never fit 5 % above the fastest; the search must still fill up.
+    budget = FASTEST * 1.05
+    res = evolve(space=SPACE, accuracy=accuracy, latency=latency, budget_ms=budget, seed=0, **SMALL)
+    assert res.predicted_ms <= budget
+
+
+def test_impossible_budget_names_the_fastest():
+    arch, fastest = fastest_arch(space=SPACE, latency=latency, seed=0)
+    assert fastest <= FASTEST and float(latency([arch])[0]) == pytest.approx(fastest)
+    with pytest.raises(BudgetUnreachable) as err:
+        evolve(space=SPACE, accuracy=accuracy, latency=latency, budget_ms=fastest / 2, device_name="pi5", **SMALL)
+    print(err.value)
+    assert err.value.fastest_ms == pytest.approx(fastest)
+    assert f"{math.ceil(fastest * 100) / 100:.2f} ms" in str(err.value) and "pi5" in str(err.value)
+    assert isinstance(err.value, ValueError)
+
+
+def test_measure_and_retry_never_returns_over_budget():
+    budget = FASTEST + 0.4 * (SLOWEST - FASTEST)
+    calls = []
+
+    def measure(arch):  # the device is 20 % slower than the table says
+        calls.append(arch)
+        return 1.2 * float(latency([arch])[0])
+
+    res = search_under_budget(space=SPACE, accuracy=accuracy, latency=latency, measure=measure, budget_ms=budget,
+                              device_name="slowboard", seed=0, **SMALL)
+    print([(round(r.predicted_ms, 3), round(r.scale, 3), round(r.measured_ms, 3)) for r in res.rounds])
+    assert res.measured_ms <= budget and not res.fallback
+    assert len(res.rounds) > 1 and res.rounds[0].measured_ms > budget
+    assert res.latency_scale == pytest.approx(1.2)
+    assert [r.scale for r in res.rounds] == sorted(r.scale for r in res.rounds)
+    assert len(calls) == len(res.rounds)
+
+
+def test_measure_and_retry_gives_up_with_the_measured_fastest():
+    _, fastest = fastest_arch(space=SPACE, latency=latency, seed=0)
+    budget = fastest * 1.1  # fits the table, but the device is 20 % slower everywhere
+    with pytest.raises(BudgetUnreachable) as err:
+        search_under_budget(space=SPACE, accuracy=accuracy, latency=lambda a: latency(a),
+                            measure=lambda a: 1.2 * float(latency([a])[0]), budget_ms=budget,
+                            device_name="slowboard", seed=0, **SMALL)
+    print(err.value)
+    assert err.value.measured and err.value.fastest_ms == pytest.approx(1.2 * fastest)
+    assert "measured takes" in str(err.value)
+
+
+def test_pareto_front_is_spread_and_non_dominated():
+    points = pareto_front(space=SPACE, accuracy=accuracy, latency=latency, n_points=10, population=50,
+                          generations=30, seed=0)
+    assert len(points) >= 10
+    assert len({SPACE.arch_key(p.arch) for p in points}) == len(points)
+    assert [p.ms for p in points] == sorted(p.ms for p in points)
+    for a, b in itertools.permutations(points, 2):
+        assert not (a.ms <= b.ms and a.metric >= b.metric and (a.ms < b.ms or a.metric > b.metric))
+    span = points[-1].ms - points[0].ms
+    assert span > 0.5 * (SLOWEST - FASTEST)
+
+
+def test_evolution_beats_random_search_at_equal_queries():
+    front = nsga2(space=SPACE, accuracy=accuracy, latency=latency, population=50, generations=30, seed=0)
+    rand = random_search(space=SPACE, accuracy=accuracy, latency=latency, queries=front.queries, seed=0)
+    ref = (0.4, SLOWEST * 1.01)
+    hv_evo, hv_rand = hypervolume_2d(front.front, ref), hypervolume_2d(rand.front, ref)
+    print(f"hypervolume at {front.queries} queries: NSGA-II {hv_evo:.4f}, random {hv_rand:.4f}")
+    assert rand.queries == front.queries and hv_evo > hv_rand
+
+    budget = FASTEST + 0.3 * (SLOWEST - FASTEST)
+    evo = evolve(space=SPACE, accuracy=accuracy, latency=latency, budget_ms=budget, seed=0, **SMALL)
+    base = random_search(space=SPACE, accuracy=accuracy, latency=latency, queries=evo.queries, seed=0,
+                         budget_ms=budget)
+    assert base.best is not None and evo.predicted_metric > base.best.metric
+
+
+def test_hypervolume_2d():
+    assert hypervolume_2d([(0.5, 1.0)], (0.0, 2.0)) == pytest.approx(0.5)
+    # two points: a staircase, a dominated point and one outside the reference add nothing
+    pts = [ParetoPoint({}, 0.5, 1.0), ParetoPoint({}, 0.8, 1.5), (0.4, 1.2), (0.9, 3.0)]
+    assert hypervolume_2d(pts, (0.0, 2.0)) == pytest.approx(1.0 * 0.5 + 0.5 * 0.3)
+
+
+def test_fifty_thousand_queries_finish_quickly():
+    budget = FASTEST + 0.5 * (SLOWEST - FASTEST)
+    res = evolve(space=SPACE, accuracy=accuracy, latency=latency, budget_ms=budget, population=100,
+                 generations=100_000, max_queries=50_000, seed=0)
+    print(f"evolve: {res.queries} queries, {res.generations} generations in {res.seconds:.1f} s "
+          f"(best {res.predicted_metric:.4f} at {res.predicted_ms:.3f} ms)")
+    assert res.queries >= 50_000 and res.predicted_ms <= budget
+    assert res.seconds < 60
+
+
+def test_random_search_is_reproducible():
+    a = random_search(space=SPACE, accuracy=accuracy, latency=latency, queries=200, seed=3)
+    b = random_search(space=SPACE, accuracy=accuracy, latency=latency, queries=200, seed=3)
+    assert a.queries == 200 and [p.arch for p in a.front] == [p.arch for p in b.front]
