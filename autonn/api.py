@@ -48,8 +48,17 @@ def get_supernet(supernet_id: str, runtime: RuntimeDep) -> dict[str, Any]:
 
 
 @router.get("/latency-tables")
-def list_latency_tables(runtime: RuntimeDep, device: str | None = None, space: str | None = None) -> list[dict]:
-    return runtime.records.list("latency_tables", device=device, space=space)
+def list_latency_tables(runtime: RuntimeDep, device: str | None = None, space: str | None = None,
+                        supernet_id: str | None = None) -> list[dict]:
+    """Newest first; with `supernet_id`, only tables for that supernet's space and options."""
+    from autonn.records import options_hash
+
+    wanted = None
+    if supernet_id is not None:
+        row = _row_or_404(runtime, "supernets", supernet_id, "supernet")
+        space, wanted = row["space"], options_hash(row["space"], row["space_options"])
+    rows = runtime.records.list("latency_tables", device=device, space=space)
+    return [r for r in rows if wanted is None or r["options_hash"] == wanted]
 
 
 @router.get("/latency-tables/{table_id}")
@@ -57,6 +66,29 @@ def get_latency_table(table_id: str, runtime: RuntimeDep) -> Response:
     row = _row_or_404(runtime, "latency_tables", table_id, "latency table")
     return Response(runtime.store.get_bytes(row["key"]), media_type="application/json",
                     headers={"Content-Disposition": f'attachment; filename="latency-{table_id}.json"'})
+
+
+def _report_key(runtime, table_id: str, kind: str) -> str:  # noqa: ANN001
+    from autonn.latency_report import report_keys
+
+    _row_or_404(runtime, "latency_tables", table_id, "latency table")
+    key = report_keys(table_id)[kind]
+    if not runtime.store.exists(key):
+        raise HTTPException(404, detail=f"latency table {table_id} has no accuracy report: it was imported or built "
+                                        "with n_eval=0; build one with a latency_table job (n_eval >= 2)")
+    return key
+
+
+@router.get("/latency-tables/{table_id}/report")
+def get_latency_report(table_id: str, runtime: RuntimeDep) -> dict[str, Any]:
+    """The table's predictions against held-out measured networks: MAPE, share within ±10 %,
+    Kendall τ, the noise floor of the measurements, and every point."""
+    return runtime.store.get_json(_report_key(runtime, table_id, "json"))
+
+
+@router.get("/latency-tables/{table_id}/report.svg", response_class=Response)
+def get_latency_report_plot(table_id: str, runtime: RuntimeDep) -> Response:
+    return Response(runtime.store.get_bytes(_report_key(runtime, table_id, "svg")), media_type="image/svg+xml")
 
 
 @router.post("/latency-tables", status_code=201)

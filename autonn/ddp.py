@@ -15,7 +15,7 @@ import io
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from datetime import timedelta
 from typing import Any
 
@@ -32,7 +32,8 @@ from autonn.train import Checkpointer, ProgressFn, TrainConfig, TrainResult, run
 def train_supernet_ddp(*, space: SearchSpace, supernet: Supernet, train_dataset: Dataset, val_loader: Iterable,
                        config: TrainConfig, world_size: int | None = None, backend: str | None = None,
                        checkpointer: Checkpointer | None = None, progress: ProgressFn | None = None,
-                       meta: dict | None = None, num_workers: int = 0, timeout_s: float = 1800) -> TrainResult:
+                       meta: dict | None = None, num_workers: int = 0, timeout_s: float = 1800,
+                       collate_fn: Callable | None = None) -> TrainResult:
     """Train on `world_size` processes (default: one per CUDA device; "gloo" on CPU). Each rank
     loads `config.batch_size` images per step from its DistributedSampler shard."""
     cuda = torch.cuda.device_count()
@@ -47,7 +48,7 @@ def train_supernet_ddp(*, space: SearchSpace, supernet: Supernet, train_dataset:
     ctx = mp.get_context("spawn")
     procs = [ctx.Process(target=_worker, daemon=True,
                          args=(rank, world_size, backend, init_method, timeout_s, buf.getvalue(), train_dataset,
-                               config, num_workers, torch.get_num_threads()))
+                               config, num_workers, torch.get_num_threads(), collate_fn))
              for rank in range(1, world_size)]
     for p in procs:
         p.start()
@@ -56,7 +57,7 @@ def train_supernet_ddp(*, space: SearchSpace, supernet: Supernet, train_dataset:
                                 timeout=timedelta(seconds=timeout_s))
         try:
             result = _train_rank(0, world_size, backend, space, supernet, train_dataset, val_loader, config,
-                                 num_workers, checkpointer, progress, meta)
+                                 num_workers, checkpointer, progress, meta, collate_fn)
         finally:
             dist.destroy_process_group()
         for p in procs:
@@ -74,28 +75,30 @@ def train_supernet_ddp(*, space: SearchSpace, supernet: Supernet, train_dataset:
 
 
 def _worker(rank: int, world_size: int, backend: str, init_method: str, timeout_s: float, blob: bytes,
-            train_dataset: Dataset, config: TrainConfig, num_workers: int, threads: int) -> None:
+            train_dataset: Dataset, config: TrainConfig, num_workers: int, threads: int,
+            collate_fn: Callable | None) -> None:
     torch.set_num_threads(threads)
     state = torch.load(io.BytesIO(blob), map_location="cpu", weights_only=False)  # our own bytes, this run
     dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size,
                             timeout=timedelta(seconds=timeout_s))
     try:
         _train_rank(rank, world_size, backend, state["space"], state["supernet"], train_dataset, None, config,
-                    num_workers, None, None, None)
+                    num_workers, None, None, None, collate_fn)
     finally:
         dist.destroy_process_group()
 
 
 def _train_rank(rank: int, world_size: int, backend: str, space: SearchSpace, supernet: Supernet,
                 train_dataset: Dataset, val_loader: Iterable | None, config: TrainConfig, num_workers: int,
-                checkpointer: Checkpointer | None, progress: ProgressFn | None, meta: dict | None) -> TrainResult:
+                checkpointer: Checkpointer | None, progress: ProgressFn | None, meta: dict | None,
+                collate_fn: Callable | None = None) -> TrainResult:
     device = torch.device(f"cuda:{rank}") if backend == "nccl" else torch.device("cpu")
     if device.type == "cuda":
         torch.cuda.set_device(device)
     supernet.to(device)
     sampler = DistributedSampler(train_dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=config.seed)
     loader = DataLoader(train_dataset, batch_size=config.batch_size, sampler=sampler, drop_last=True,
-                        num_workers=num_workers, pin_memory=device.type == "cuda")
+                        num_workers=num_workers, pin_memory=device.type == "cuda", collate_fn=collate_fn)
     ddp = DistributedDataParallel(supernet, device_ids=[device.index] if device.type == "cuda" else None,
                                   find_unused_parameters=True)
     job = supernet_job(space=space, supernet=supernet, forward=ddp, train_loader=loader,

@@ -40,14 +40,18 @@ from torch import nn
 from autonn.latency_table import LatencyTable, MissingBlockError, fit_correction, space_options
 from autonn.spaces.base import Arch, BlockSpec, SearchSpace
 
-__all__ = ["BlockTimings", "LatencyTable", "MissingBlockError", "build_latency_table", "evaluate_latency_model",
-           "export_onnx", "fit_correction", "kendall_tau", "make_session", "measure_blocks", "measure_network_ms",
-           "noise_floor", "relative_spread", "time_sessions", "time_torch_cuda"]
+__all__ = ["BlockTimings", "LatencyTable", "Measure", "MissingBlockError", "build_latency_table",
+           "evaluate_latency_model", "export_onnx", "fit_correction", "kendall_tau", "make_session", "measure_blocks",
+           "measure_network_ms", "noise_floor", "relative_spread", "time_sessions", "time_torch_cuda"]
 
 RUNTIMES = ("onnxruntime-cpu", "torch-cuda")  # torch-cuda: eager fp16, batch 1
 EMPTY = "__empty__"
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 Timer = Callable[[int], float]  # runs the model n times, returns the median ms
+# Times modules in interleaved rounds: (modules, *, runtime, threads, rounds, runs_per_round, warmup,
+# seed, progress) -> per-round ms of every module and of the empty model (key EMPTY). The default
+# is this host's ONNX Runtime; autonn.remote's times them on a device through its agent.
+Measure = Callable[..., dict[str, list[float]]]
 
 
 # --- noise ---------------------------------------------------------------------------------
@@ -217,10 +221,10 @@ def measure_blocks(*, space: SearchSpace, specs: Sequence[BlockSpec], num_classe
 
 def measure_network_ms(*, models: Mapping[str, tuple[nn.Module, Sequence[int]]], threads: int = 1, rounds: int = 5,
                        runs_per_round: int = 20, warmup: int = 5, seed: int = 0, runtime: str = "onnxruntime-cpu",
-                       progress: Progress | None = None) -> dict[str, dict[str, Any]]:
+                       progress: Progress | None = None, measure: Measure | None = None) -> dict[str, dict[str, Any]]:
     """Whole networks, interleaved: {name: {"median_ms", "noise", "rounds"}}."""
-    per_round = _measure(models, runtime=runtime, threads=threads, rounds=rounds, runs_per_round=runs_per_round,
-                         warmup=warmup, seed=seed, progress=progress)
+    per_round = (measure or _measure)(models, runtime=runtime, threads=threads, rounds=rounds,
+                                      runs_per_round=runs_per_round, warmup=warmup, seed=seed, progress=progress)
     per_round.pop(EMPTY)
     return {k: {"median_ms": float(np.median(v)), "noise": relative_spread(v), "rounds": v}
             for k, v in per_round.items()}
@@ -253,7 +257,7 @@ def _distinct_archs(space: SearchSpace, n: int, seed: int, extremes: bool) -> li
 def build_latency_table(*, space: SearchSpace, num_classes: int, device: str, threads: int = 1,
                         n_fit_networks: int = 30, rounds: int = 5, runs_per_round: int = 20, warmup: int = 5,
                         seed: int = 0, runtime: str = "onnxruntime-cpu",
-                        progress: Progress | None = None) -> LatencyTable:
+                        progress: Progress | None = None, measure: Measure | None = None) -> LatencyTable:
     """Time every block of the space and `n_fit_networks` whole sub-networks (largest and smallest
     included) in the same interleaved rounds, then fit the correction on the networks."""
     start = time.perf_counter()
@@ -262,8 +266,8 @@ def build_latency_table(*, space: SearchSpace, num_classes: int, device: str, th
     modules: dict[str, tuple[nn.Module, Sequence[int]]] = {
         s.key: (space.build_block(s.key, num_classes=num_classes), s.input_shape) for s in specs}
     nets = _networks(space, archs, num_classes)
-    per_round = _measure({**modules, **nets}, runtime=runtime, threads=threads, rounds=rounds,
-                         runs_per_round=runs_per_round, warmup=warmup, seed=seed, progress=progress)
+    per_round = (measure or _measure)({**modules, **nets}, runtime=runtime, threads=threads, rounds=rounds,
+                                      runs_per_round=runs_per_round, warmup=warmup, seed=seed, progress=progress)
     overhead = float(np.median(per_round.pop(EMPTY)))
     net_rounds = {name: per_round.pop(name) for name in nets}
     table = LatencyTable(
@@ -279,7 +283,8 @@ def build_latency_table(*, space: SearchSpace, num_classes: int, device: str, th
 
 def evaluate_latency_model(*, table: LatencyTable, space: SearchSpace, num_classes: int, n_networks: int = 30,
                            rounds: int = 5, seed: int = 1, threads: int | None = None, runs_per_round: int = 20,
-                           warmup: int = 5, progress: Progress | None = None) -> dict[str, Any]:
+                           warmup: int = 5, progress: Progress | None = None,
+                           measure: Measure | None = None) -> dict[str, Any]:
     """Prediction error of `table` on `n_networks` held-out sub-networks (sampled with `seed`,
     which should differ from the table's fit seed), against interleaved whole-network timings."""
     table.bind(space)
@@ -290,7 +295,7 @@ def evaluate_latency_model(*, table: LatencyTable, space: SearchSpace, num_class
     archs = _distinct_archs(space, n_networks, seed, extremes=False)
     nets = _networks(space, archs, num_classes)
     timed = measure_network_ms(models=nets, threads=threads, rounds=rounds, runs_per_round=runs_per_round,
-                               warmup=warmup, seed=seed, runtime=table.runtime, progress=progress)
+                               warmup=warmup, seed=seed, runtime=table.runtime, progress=progress, measure=measure)
     measured = np.array([timed[name]["median_ms"] for name in nets])
     predicted, uncorrected = table.predict_many(archs), table.predict_uncorrected(archs)
     rel = np.abs(predicted - measured) / measured

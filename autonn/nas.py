@@ -94,7 +94,9 @@ class TrainSupernetParams(Strict):
     space_options: dict[str, Any] = Field(default_factory=dict)
     epochs: int = Field(10, ge=1, le=500)
     batch_size: int = Field(64, ge=2, le=1024)
-    lr: float = Field(0.05, gt=0, le=10)
+    lr: float = Field(0.002, gt=0, le=10)
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="AdamW was the stable choice on small data")
+    warmup_epochs: float = Field(0.5, ge=0, le=50)
     n_random: int = Field(2, ge=0, le=8, description="random sub-networks per step (sandwich rule)")
     predictor_archs: int = Field(60, ge=10, le=5000, description="sub-networks measured to fit the accuracy predictor")
     seed: int = 0
@@ -138,12 +140,20 @@ def train_supernet_job(ctx: JobContext, p: TrainSupernetParams) -> dict[str, Any
     loaders = loaders_from_store(store=ctx.store, dataset_id=p.dataset_id, version=p.dataset_version, space=space,
                                  batch_size=p.batch_size, train_sampler_factory=lambda n: SeededShuffle(n, seed=p.seed))
     supernet = space.build_supernet(num_classes=loaders.num_classes)
-    config = TrainConfig(epochs=p.epochs, lr=p.lr, n_random=p.n_random, seed=p.seed, batch_size=p.batch_size)
+    config = TrainConfig(epochs=p.epochs, lr=p.lr, optimizer=p.optimizer, warmup_epochs=p.warmup_epochs,
+                         n_random=p.n_random, seed=p.seed, batch_size=p.batch_size)
     started = time.monotonic()
-    trained = train_supernet(space=space, supernet=supernet, train_loader=loaders.train, val_loader=loaders.val,
-                             config=config, device=device, checkpointer=JobCheckpointer(ctx, "supernet.pt"),
-                             progress=stage_progress(ctx, 0.0, 0.75),
-                             meta={"job_id": ctx.job_id, "dataset": [p.dataset_id, p.dataset_version]})
+    common = dict(space=space, supernet=supernet, val_loader=loaders.val, config=config,
+                  checkpointer=JobCheckpointer(ctx, "supernet.pt"), progress=stage_progress(ctx, 0.0, 0.75),
+                  meta={"job_id": ctx.job_id, "dataset": [p.dataset_id, p.dataset_version]})
+    if device.type == "cuda" and torch.cuda.device_count() > 1:
+        from autonn.ddp import train_supernet_ddp
+
+        # One process per GPU; rank 0 (this worker) checkpoints and reports progress.
+        trained = train_supernet_ddp(train_dataset=loaders.train.dataset, collate_fn=loaders.train.collate_fn,
+                                     **common)
+    else:
+        trained = train_supernet(train_loader=loaders.train, device=device, **common)
     supernet.cpu().eval()
     keys = supernet_keys(ctx.job_id)
     save_supernet_weights(ctx, supernet=supernet, space=space, num_classes=loaders.num_classes)
@@ -182,10 +192,16 @@ class LatencyTableParams(Strict):
     space: str | None = None
     space_options: dict[str, Any] = Field(default_factory=dict)
     num_classes: int = Field(10, ge=1, le=10_000)
-    device: str = Field(HOST_DEVICE, description="only the host is measured here; agents measure other devices")
+    device: str = Field(HOST_DEVICE, description="'host' is timed by autonn itself; any other device profile "
+                                                 "through its registered profiling agent (`tango agent`)")
+    runtime: str = Field("onnxruntime-cpu", description="what times the models: on the host onnxruntime-cpu or "
+                                                        "torch-cuda; on a device, a runtime its agent times")
     threads: int = Field(1, ge=1, le=256)
     n_fit_networks: int = Field(30, ge=0, le=500)
     rounds: int = Field(5, ge=2, le=50)
+    runs_per_round: int = Field(20, ge=1, le=1_000)
+    n_eval: int = Field(20, ge=0, le=500, description="held-out networks the table is checked against for its "
+                                                      "report (MAPE, ±10 %, Kendall τ); 0: no report")
     seed: int = 0
 
 
@@ -204,9 +220,19 @@ def _space_for(runtime, p: LatencyTableParams) -> tuple[SearchSpace, int]:  # no
 
 
 def precheck_latency(runtime, p: LatencyTableParams) -> None:  # noqa: ANN001
+    from autonn.latency import RUNTIMES
+
+    if p.n_eval == 1:
+        raise HTTPException(422, detail="n_eval is 0 (no report) or at least 2: Kendall τ ranks pairs of networks")
+    if p.device == HOST_DEVICE and p.runtime not in RUNTIMES:
+        raise HTTPException(422, detail=f"the host is timed with {' or '.join(RUNTIMES)}, not {p.runtime!r}")
     if p.device != HOST_DEVICE:
-        raise HTTPException(422, detail=f"autonn measures only the host; latency tables for {p.device!r} come from "
-                                        "its profiling agent or are imported (POST /latency-tables)")
+        from autonn.remote import RemoteError, check_device
+
+        try:
+            check_device(settings=runtime.settings, device=p.device, runtime=p.runtime, threads=p.threads)
+        except RemoteError as exc:
+            raise HTTPException(exc.status, detail=str(exc)) from None
     _space_for(runtime, p)
 
 
@@ -218,8 +244,12 @@ def register_table(runtime, *, table, table_id: str | None) -> dict[str, Any]:  
     table_id = table_id or uuid.uuid4().hex
     key = f"latency/{table_id}.json"
     runtime.store.put_if_absent(key, table.to_json().encode())
+    space = get_search_space(table.space, **table.space_options)
+    table.bind(space)
+    # The achievable range, so a project's budget can be checked the moment it is typed.
     report = {"entries": len(table.entries), "threads": table.threads, "build_seconds": table.build_seconds,
-              "correction": table.correction, "n_networks_fit": table.n_networks_fit}
+              "correction": table.correction, "n_networks_fit": table.n_networks_fit,
+              "fastest_ms": float(table.predict(space.smallest())), "largest_ms": float(table.predict(space.largest()))}
     return runtime.records.put_latency_table(id=table_id, space=table.space,
                                              options_hash=options_hash(table.space, table.space_options),
                                              device=table.device, runtime=table.runtime, key=key,
@@ -227,20 +257,56 @@ def register_table(runtime, *, table, table_id: str | None) -> dict[str, Any]:  
 
 
 def latency_table_job(ctx: JobContext, p: LatencyTableParams) -> dict[str, Any]:
-    """Measure every block of a search space on the host with ONNX Runtime, plus whole networks
-    for the learned correction, in interleaved rounds."""
-    from autonn.latency import build_latency_table
+    """Measure every block of a search space on the device (the host by autonn itself, any other device
+    through its profiling agent), plus whole networks for the learned correction, in interleaved
+    rounds; then check the table on `n_eval` held-out networks and store the report and its plot."""
+    from autonn.latency import LatencyTable, build_latency_table, evaluate_latency_model
+    from autonn.latency_report import build_report, report_keys, save_report
 
-    space, num_classes = _space_for(ctx.runtime, p)
+    runtime = ctx.runtime
+    space, num_classes = _space_for(runtime, p)
 
-    def progress(stage: str, done: int, total: int) -> None:
-        ctx.progress(done / max(1, total), f"{stage} {done}/{total}")
+    def measurer(phase: str):  # noqa: ANN202
+        if p.device == HOST_DEVICE:
+            return None
+        from autonn.remote import remote_measurer
 
-    table = build_latency_table(space=space, num_classes=num_classes, device=p.device, threads=p.threads,
-                                n_fit_networks=p.n_fit_networks, rounds=p.rounds, seed=p.seed, progress=progress)
-    row = register_table(ctx.runtime, table=table, table_id=ctx.job_id)
+        return remote_measurer(settings=ctx.settings, store=ctx.store, device=p.device, task_id=f"{ctx.job_id}-{phase}")
+
+    def progress_in(start: float, end: float):  # noqa: ANN202
+        def progress(stage: str, done: int, total: int) -> None:
+            ctx.progress(start + (end - start) * done / max(1, total), f"{stage} {done}/{total}")
+        return progress
+
+    split = 0.75 if p.n_eval else 1.0
+    row = runtime.records.get("latency_tables", ctx.job_id)
+    if row is None:
+        table = build_latency_table(space=space, num_classes=num_classes, device=p.device, threads=p.threads,
+                                    n_fit_networks=p.n_fit_networks, rounds=p.rounds, runs_per_round=p.runs_per_round,
+                                    seed=p.seed, runtime=p.runtime, measure=measurer("table"),
+                                    progress=progress_in(0.0, split))
+        row = register_table(runtime, table=table, table_id=ctx.job_id)
+    else:  # a redelivered job whose table is registered already goes on to its evaluation
+        table = LatencyTable.from_json(ctx.store.get_bytes(row["key"]))
+    evaluation = None
+    if p.n_eval:
+        key = report_keys(row["id"])["json"]
+        if ctx.store.exists(key):
+            report = ctx.store.get_json(key)
+        else:
+            started = time.monotonic()
+            evaluated = evaluate_latency_model(table=table, space=space, num_classes=num_classes, n_networks=p.n_eval,
+                                               rounds=p.rounds, seed=p.seed + 1, runs_per_round=p.runs_per_round,
+                                               measure=measurer("eval"), progress=progress_in(split, 1.0))
+            report = build_report(table=table, table_id=row["id"], evaluation=evaluated,
+                                  eval_seconds=time.monotonic() - started)
+        evaluation = save_report(ctx.store, row["id"], report)
+        report_row = {**(row["report"] or {}), "evaluation": evaluation}
+        row = runtime.records.put_latency_table(**{**row, "report": report_row})
     return {"latency_table_id": row["id"], "entries": len(table.entries), "noise_floor": table.noise_floor,
-            "build_seconds": table.build_seconds, "device": table.device, "space": table.space}
+            "build_seconds": table.build_seconds, "device": table.device, "space": table.space,
+            "runtime": table.runtime, "evaluation": evaluation,
+            "report": f"/latency-tables/{row['id']}/report" if evaluation else None}
 
 
 # --- search --------------------------------------------------------------------------------------
@@ -367,7 +433,8 @@ class FinetuneParams(Strict):
     search_job_id: str | None = Field(None, description="take the arch (and budget) from this search job")
     arch: dict[str, Any] | None = Field(None, description="or give the arch config directly")
     epochs: int = Field(5, ge=0, le=500)
-    lr: float = Field(0.01, gt=0, le=10)
+    lr: float = Field(0.001, gt=0, le=10)
+    optimizer: Literal["adamw", "sgd"] = "adamw"
     batch_size: int = Field(64, ge=2, le=1024)
     distill: bool = Field(True, description="distil from the supernet's largest sub-network while fine-tuning")
     device: Literal["auto", "cpu", "cuda"] = "auto"
@@ -424,7 +491,7 @@ def finetune_job(ctx: JobContext, p: FinetuneParams) -> dict[str, Any]:
     recalibrate_bn(model=model, loader=loaders.calib, space=space, arch=arch, device=torch.device("cpu"))
     metric, history = before, []
     if p.epochs > 0:
-        config = TrainConfig(epochs=p.epochs, lr=p.lr, seed=p.seed, batch_size=p.batch_size, optimizer="sgd")
+        config = TrainConfig(epochs=p.epochs, lr=p.lr, seed=p.seed, batch_size=p.batch_size, optimizer=p.optimizer)
         metric, history = finetune(space=space, model=model, arch=arch, train_loader=loaders.train,
                                    val_loader=loaders.val, config=config, device=device,
                                    teacher=supernet if p.distill else None,

@@ -8,7 +8,6 @@ the archive's non-dominated set, so a good point found early is never lost to se
 
 from __future__ import annotations
 
-import json
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -22,8 +21,9 @@ from autonn.spaces.base import Arch, SearchSpace
 Predictor = Callable[[list[Arch]], Any]
 
 
-def arch_json_key(arch: Arch) -> str:
-    return json.dumps(arch, sort_keys=True, separators=(",", ":"))
+def arch_json_key(arch: Arch) -> tuple:
+    """A hashable identity of an arch (a search makes ~10^5 of these: tuples, not JSON)."""
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(arch.items()))
 
 
 class CountedPredictor:

@@ -12,46 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+from common import write_result
 
-from autonn.latency import build_latency_table, evaluate_latency_model  # noqa: E402
-from autonn.spaces.base import get_search_space  # noqa: E402
+from autonn.latency import build_latency_table, evaluate_latency_model
+from autonn.spaces.base import get_search_space
 
 # Small options: CIFAR-sized inputs keep the table at 291 blocks and a build well under a minute.
 DEFAULT_OPTIONS = {"resnet_cls": {"resolutions": [24, 28, 32], "base_widths": [16, 32, 64, 128], "stem_width": 16,
                                   "stem_stride": 1}}
-
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
-    import torch
-
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "onnxruntime": onnxruntime.__version__, "torch": torch.__version__,
-            "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None}
-
-
-def git(*args: str) -> str:
-    try:
-        return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def main() -> None:
@@ -100,15 +70,10 @@ def main() -> None:
         "table_build_seconds": table.build_seconds, "n_blocks": n_blocks, "n_fit_networks": table.n_networks_fit,
         "threads": args.threads, "rounds": args.rounds, "space": args.space, "space_options": options,
         "device": args.device, "runtime": table.runtime,
-        "commit": git("rev-parse", "HEAD"), "worktree_dirty": bool(git("status", "--porcelain")),
-        "machine": machine(),
         "networks": [{"predicted_ms": p, "measured_ms": m, "noise": n} for p, m, n in
                      zip(report["predicted_ms"], report["measured_ms"], report["measured_noise"], strict=True)],
     }
-    out = ROOT / "bench" / "results" / f"latency_{args.device}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {out.relative_to(ROOT)}")
+    write_result(f"latency_{args.device}", result)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -9,10 +10,15 @@ from fastapi.responses import HTMLResponse
 from fastapi.staticfiles import StaticFiles
 
 from project_manager import __doc__ as DESCRIPTION
+from project_manager import auth, project_routes
+from project_manager.device_routes import agent_router
+from project_manager.device_routes import router as devices_router
 from project_manager.runtime import build_runtime
 from tango.settings import Settings
 from tango.web import create_service_app
 
+# Dataset uploads stream through to the labelling service under its own size limit.
+UPLOADS = re.compile(r"/projects/[^/]+/labelling/imports")
 WEB_DIST = Path(__file__).resolve().parent.parent / "web_ui" / "dist"
 
 _NO_UI = """<!doctype html><html><head><meta charset="utf-8"><title>Tango</title></head>
@@ -21,7 +27,9 @@ The REST API is at <a href="/docs">/docs</a>.</p></body></html>"""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
-    app = create_service_app(build_runtime(settings), description=DESCRIPTION or "")
+    app = create_service_app(build_runtime(settings), description=DESCRIPTION or "", guard=auth.guard,
+                             routers=[auth.router, project_routes.router, devices_router, agent_router],
+                             streamed=lambda path: UPLOADS.fullmatch(path) is not None)
     if (WEB_DIST / "index.html").is_file():
         app.mount("/", StaticFiles(directory=WEB_DIST, html=True), name="web_ui")
     else:

@@ -6,6 +6,7 @@ import json
 import signal
 import sys
 import time
+from pathlib import Path
 from typing import Annotated
 
 import httpx
@@ -25,10 +26,15 @@ console = Console()
 
 def _settings() -> Settings:
     try:
-        return Settings()
+        settings = Settings()
     except ValueError as exc:
         console.print(f"[red]configuration error:[/red] {exc}")
         raise typer.Exit(2) from exc
+    token_file = settings.home / "service-token"
+    if settings.service_token is None and token_file.is_file():
+        # The embedded stack's own internal token (see tango.embedded).
+        settings = settings.model_copy(update={"service_token": token_file.read_text().strip()})
+    return settings
 
 
 def _readiness(settings: Settings) -> dict[str, tuple[bool, str]]:
@@ -69,14 +75,18 @@ def up() -> None:
                   f"(API docs: {settings.project_manager_url}/docs; logs: {stack.log_dir})")
     console.print("press Ctrl-C to stop")
     code = 0
+    restarts: dict[str, list[float]] = {}
     while not stopping:
-        dead = stack.dead()
-        if dead:
-            for proc in dead:
-                console.print(f"[red]{proc.name} exited ({proc.popen.returncode})[/red]; "
+        for proc in stack.dead():
+            recent = [t for t in restarts.get(proc.name, []) if time.monotonic() - t < 60] + [time.monotonic()]
+            restarts[proc.name] = recent
+            if len(recent) > 5:
+                console.print(f"[red]{proc.name} keeps exiting ({proc.popen.returncode}); giving up[/red]; "
                               f"last lines of {proc.log_path}:\n{tail(proc.log_path)}")
-            code = 1
-            break
+                code, stopping = 1, True
+                break
+            console.print(f"[yellow]{proc.name} exited ({proc.popen.returncode}); restarting it[/yellow]")
+            stack.restart(proc)
         time.sleep(0.5)
     console.print("stopping…")
     stack.stop()
@@ -113,7 +123,9 @@ def follow(client: ServiceClient, job: JobPublic, *, timeout: float) -> JobPubli
 
 
 def _system_check(settings: Settings, steps: int) -> JobPublic:
-    with ServiceClient(settings.project_manager_url, token=settings.service_token) as client:
+    from tango.credentials import user_token
+
+    with ServiceClient(settings.project_manager_url, token=user_token(settings)) as client:
         job = client.create_job("system_check", {"steps": steps})
         console.print(f"system_check job {job.id} on project_manager")
         return follow(client, job, timeout=600)
@@ -137,6 +149,21 @@ def selftest(steps: Annotated[int, typer.Option(help="selftest steps per service
     except ServiceError as exc:
         console.print(f"[red]{exc}[/red]\nis the stack up? start it with `tango up`")
         raise typer.Exit(1) from exc
+
+
+@app.command("login")
+def login_(username: Annotated[str, typer.Option(prompt=True)],
+           password: Annotated[str, typer.Option(prompt=True, hide_input=True)]) -> None:
+    """Sign in to project_manager and keep the token in TANGO_HOME/credentials.json."""
+    from tango.credentials import login
+
+    settings = _settings()
+    try:
+        login(settings, username=username, password=password)
+    except ServiceError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    console.print(f"signed in as {username}")
 
 
 @app.command()
@@ -167,7 +194,12 @@ def job(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICE
     if service not in SERVICES:
         console.print(f"[red]unknown service {service!r}[/red]; choose one of {', '.join(SERVICES)}")
         raise typer.Exit(2)
-    with ServiceClient(settings.service_url(service), token=settings.service_token) as client:
+    token = settings.service_token
+    if service == "project_manager":
+        from tango.credentials import user_token
+
+        token = user_token(settings)
+    with ServiceClient(settings.service_url(service), token=token) as client:
         try:
             created = client.create_job(kind, json.loads(params))
             final = follow(client, created, timeout=24 * 3600) if wait else created
@@ -181,3 +213,14 @@ def job(service: Annotated[str, typer.Argument(help=f"one of: {', '.join(SERVICE
 from tango.cli_nas import nas  # noqa: E402  (registered after the helpers it uses are defined)
 
 app.add_typer(nas, name="nas")
+from tango.agent import agent as _agent_cmd  # noqa: E402
+
+app.command("agent")(_agent_cmd)
+
+
+@app.command("run")
+def run_(project_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a project YAML")]) -> None:
+    """Run a whole project end to end (starting the embedded stack if none is up) and print its report."""
+    from tango.cli_run import run_project
+
+    run_project(project_file)

@@ -14,9 +14,10 @@ from tango.spec import JobPublic
 class ServiceError(Exception):
     """A service answered with a problem (or not at all); the message is the problem's detail."""
 
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, detail: str | None = None):
         super().__init__(message)
         self.status = status
+        self.detail = detail or message
 
 
 class ServiceClient:
@@ -45,7 +46,7 @@ class ServiceClient:
             except ValueError:
                 detail = resp.text
             raise ServiceError(f"{method} {self.base_url}{path} -> {resp.status_code}: {detail}",
-                               resp.status_code)
+                               resp.status_code, str(detail))
         return resp.json()
 
     def create_job(self, kind: str, params: dict[str, Any] | None = None) -> JobPublic:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ctypes
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -67,6 +68,9 @@ class EmbeddedStack:
     def _env(self) -> dict[str, str]:
         env = dict(os.environ)
         env["TANGO_HOME"] = str(self.settings.home)
+        # Services call each other with the internal token; when none is configured, the embedded
+        # stack makes one (kept in TANGO_HOME, readable by its owner only) rather than run open.
+        env["TANGO_SERVICE_TOKEN"] = self.settings.service_token or local_service_token(self.settings.home)
         env.setdefault("PYTHONUNBUFFERED", "1")
         return env
 
@@ -117,6 +121,12 @@ class EmbeddedStack:
     def dead(self) -> list[Proc]:
         return [p for p in self.procs if not p.alive()]
 
+    def restart(self, proc: Proc) -> Proc:
+        """Start a process that died again (same command, same log); workers pick their
+        unfinished jobs back up (acks_late, checkpoints)."""
+        self.procs.remove(proc)
+        return self._spawn(proc.name, proc.argv)
+
     def stop(self, *, grace: float = 10.0) -> None:
         """Workers first (a warm shutdown lets a short task finish; a long one is killed and,
         being acks_late and checkpointed, resumes on the next start), then the APIs."""
@@ -132,6 +142,18 @@ class EmbeddedStack:
                     os.killpg(p.popen.pid, signal.SIGKILL)
                     p.popen.wait()
         self.procs.clear()
+
+
+def local_service_token(home: Path) -> str:
+    path = home / "service-token"
+    if path.is_file():
+        return path.read_text().strip()
+    home.mkdir(parents=True, exist_ok=True)
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(token)
+    return token
 
 
 def tail(path: Path, lines: int = 20) -> str:

@@ -30,8 +30,13 @@ class Settings(BaseSettings):
     deploy_codegen_url: str = f"http://127.0.0.1:{SERVICES['deploy_codegen'].port}"
 
     service_token: str | None = None
+    # Self-service sign-up on project_manager; unset: allowed in development only. The first
+    # user can always register (and becomes the admin).
+    allow_signup: bool | None = None
 
     max_body_bytes: int = 1 << 20
+    # Upload routes (dataset zips) stream to disk under this limit instead.
+    max_upload_bytes: int = 4 << 30
     # A running job writes a heartbeat this often; one silent for `stale_after_seconds`
     # is taken to have lost its worker and is handed back to the queue.
     heartbeat_seconds: float = 5.0
@@ -40,6 +45,13 @@ class Settings(BaseSettings):
     visibility_timeout: float = 3600.0
     worker_concurrency: int = 2
     sse_poll_seconds: float = 0.5
+    # Profiling agents: a lease lasts this long (the agent beats every quarter of it); a task
+    # leased this many times without results fails with the reason.
+    agent_lease_seconds: float = 60.0
+    agent_max_attempts: int = 3
+    # autonn waits this long for a device's measurements, checking this often.
+    measurement_timeout_seconds: float = 3600.0
+    measurement_poll_seconds: float = 1.0
 
     @model_validator(mode="after")
     def _no_default_secrets_in_production(self) -> Settings:
@@ -60,6 +72,10 @@ class Settings(BaseSettings):
         if self.stale_after_seconds <= self.heartbeat_seconds:
             raise ValueError("TANGO_STALE_AFTER_SECONDS must exceed TANGO_HEARTBEAT_SECONDS")
         return self
+
+    @property
+    def signup_open(self) -> bool:
+        return self.allow_signup if self.allow_signup is not None else self.env == "development"
 
     def service_url(self, service: str) -> str:
         return getattr(self, f"{service}_url").rstrip("/")

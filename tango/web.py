@@ -40,11 +40,14 @@ class BodyLimit:
     """Refuse request bodies over the limit, whether or not they announce their length. The body
     is read (at most the limit) before the app sees it, so a refusal is a clean 413."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int):
-        self.app, self.max_bytes = app, max_bytes
+    def __init__(self, app: ASGIApp, max_bytes: int, streamed: Callable[[str], bool] | None = None):
+        self.app, self.max_bytes, self.streamed = app, max_bytes, streamed or (lambda _path: False)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS", "DELETE"):
+            return await self.app(scope, receive, send)
+        if self.streamed(scope.get("path", "")):
+            # Upload routes stream the body to disk themselves, under their own size limit.
             return await self.app(scope, receive, send)
         too_big = problem(413, f"request body is larger than the {self.max_bytes}-byte limit",
                           instance=scope.get("path"))
@@ -113,20 +116,29 @@ def _install_problem_handlers(app: FastAPI) -> None:
                        instance=request.url.path)
 
 
-def _token_guard(runtime: ServiceRuntime) -> Callable[[Request], None]:
+def is_service_call(request: Request, runtime: ServiceRuntime) -> bool:
+    expected = runtime.settings.service_token
+    given = request.headers.get("authorization", "")
+    return bool(expected) and secrets.compare_digest(given.encode(), f"Bearer {expected}".encode())
+
+
+def service_token_guard(runtime: ServiceRuntime) -> Callable[[Request], None]:
     def guard(request: Request) -> None:
-        expected = runtime.settings.service_token
-        if not expected or request.url.path in OPEN_PATHS:
+        if not runtime.settings.service_token or request.url.path in OPEN_PATHS:
             return
-        given = request.headers.get("authorization", "")
-        if not secrets.compare_digest(given.encode(), f"Bearer {expected}".encode()):
+        if not is_service_call(request, runtime):
             raise HTTPException(401, detail="this service needs 'Authorization: Bearer <service token>'",
                                 headers={"WWW-Authenticate": "Bearer"})
     return guard
 
 
 def create_service_app(runtime: ServiceRuntime, *, routers: list[APIRouter] = (),
-                       description: str = "", migrate: bool = True) -> FastAPI:
+                       description: str = "", migrate: bool = True,
+                       guard: Callable[..., Any] | None = None,
+                       streamed: Callable[[str], bool] | None = None) -> FastAPI:
+    """`guard` is the app-wide auth dependency; by default only the internal service token
+    (when one is configured) opens the service. `streamed(path)` names the upload routes that
+    enforce their own (larger) body limit while streaming to disk."""
     @asynccontextmanager
     async def lifespan(_app: FastAPI):  # noqa: ANN202
         if migrate:
@@ -135,10 +147,10 @@ def create_service_app(runtime: ServiceRuntime, *, routers: list[APIRouter] = ()
         runtime.db.dispose()
 
     app = FastAPI(title=f"Tango {runtime.spec.title}", version=__version__, description=description,
-                  lifespan=lifespan, dependencies=[Depends(_token_guard(runtime))])
+                  lifespan=lifespan, dependencies=[Depends(guard or service_token_guard(runtime))])
     app.state.runtime = runtime
     _install_problem_handlers(app)
-    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes)
+    app.add_middleware(BodyLimit, max_bytes=runtime.settings.max_body_bytes, streamed=streamed)
 
     @app.get("/healthz", response_model=Health, tags=["health"])
     def healthz() -> Health:

@@ -26,9 +26,9 @@ def settings(tmp_path: Path):
     return make_settings(tmp_path / "home")
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A fresh PostgreSQL database for this test session, dropped afterwards."""
+    """A fresh PostgreSQL database for this test, dropped afterwards (tests share no rows)."""
     name = f"tango_test_{uuid.uuid4().hex[:10]}"
     try:
         admin = psycopg.connect(PG_ADMIN_URL, autocommit=True, connect_timeout=5)

@@ -146,9 +146,12 @@ def tiny_classifier(num_classes: int = 3, *, seed: int = 0):
     return model.eval()
 
 
-def tiny_detector(num_classes: int = 3, *, seed: int = 0, width: float = 0.125, depth: float = 0.33):
+def tiny_detector(num_classes: int = 3, *, seed: int = 0, width: float = 0.125, depth: float = 0.33,
+                  spread_scores: bool = True):
     """A small Ultralytics YOLOv8-style detector built from a yaml dict (random weights), with its
-    Detect head in export mode: one (1, 4 + nc, anchors) output of decoded xywh boxes + scores."""
+    Detect head in export mode: one (1, 4 + nc, anchors) output of decoded xywh boxes + scores.
+    spread_scores: recalibrate BN and class biases so that random weights give distinct boxes
+    above the confidence threshold (for NMS tests); False keeps Ultralytics' own initialisation."""
     import tempfile
 
     os.environ.setdefault("YOLO_OFFLINE", "1")
@@ -171,10 +174,26 @@ def tiny_detector(num_classes: int = 3, *, seed: int = 0, width: float = 0.125, 
                  [[15, 18, 21], 1, "Detect", ["nc"]]],
     }
     torch.manual_seed(seed)
-    model = DetectionModel(cfg, ch=3, nc=num_classes, verbose=False).eval()
+    model = DetectionModel(cfg, ch=3, nc=num_classes, verbose=False)
+    # Random weights through many BN layers shrink activations to constants; batch statistics of
+    # random pictures (one pass, cumulative averaging) keep the features, and so the scores, distinct.
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)] if spread_scores else []
+    for bn in norms:
+        bn.reset_running_stats()
+        bn.momentum = None
+    if norms:
+        with torch.no_grad():
+            model.train()(torch.rand(8, 3, 64, 64))
+    for bn in norms:
+        bn.momentum = 0.03
+    model.eval()
     for m in model.modules():
         if isinstance(m, Detect):
             m.export, m.format = True, "onnx"
+            # Ultralytics initialises class biases for ~0.01 scores; spread them so that random
+            # weights still give boxes above the confidence threshold for NMS to sort out.
+            for branch in m.cv3 if spread_scores else []:
+                torch.nn.init.normal_(branch[-1].bias, 0.0, 2.0)
     return model
 
 
@@ -229,3 +248,157 @@ def shapes_version(store, *, dataset_id: str = "shapes", version: str = "v1", n:
     return version_from_arrays(store, dataset_id=dataset_id, version=version, task="detect",
                                classes=list(SHAPE_CLASSES), samples=samples,
                                splits=[split_for(i, n) for i in range(n)])
+
+
+# --- labelling: image files, zips, and ONNX models laid out as autonn exports them -----------------
+
+def image_bytes(array, fmt: str = "PNG") -> bytes:  # noqa: ANN001
+    """An HxWx3 uint8 array encoded as an image file."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def zip_bytes(files) -> bytes:  # noqa: ANN001
+    """A zip of (name, bytes) pairs (or a dict), deflated, names exactly as given."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in (files.items() if isinstance(files, dict) else files):
+            zf.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), data,
+                        compress_type=zipfile.ZIP_DEFLATED)
+    return buf.getvalue()
+
+
+def _onnx_model(nodes, inputs, outputs, inits) -> bytes:  # noqa: ANN001
+    import onnx
+    from onnx import helper
+
+    model = helper.make_model(helper.make_graph(nodes, "tiny", inputs, outputs, inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return model.SerializeToString()
+
+
+def onnx_colour_classifier(classes=("red", "green", "blue"), *, size: int = 16, gain: float = 12.0):  # noqa: ANN001, ANN201
+    """A real (if tiny) classifier: logits = gain * (mean R, G, B) - bias, so a red image is
+    confidently 'red' and a grey one is a toss-up. Returns (onnx bytes, card) as autonn exports."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.eye(3, dtype=np.float32)[: len(classes)] * gain
+    nodes = [helper.make_node("GlobalAveragePool", ["images"], ["pooled"]),
+             helper.make_node("Flatten", ["pooled"], ["flat"], axis=1),
+             helper.make_node("Gemm", ["flat", "W", "b"], ["logits"], transB=1)]
+    onnx_bytes = _onnx_model(
+        nodes, [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", len(classes)])],
+        [numpy_helper.from_array(w, "W"), numpy_helper.from_array(np.zeros(len(classes), np.float32), "b")])
+    card = {"task": "classify", "classes": list(classes), "output": {"name": "logits"},
+            "input": {"name": "images", "shape": [1, 3, size, size], "dtype": "float32", "layout": "NCHW",
+                      "color": "RGB", "scale": "1/255", "resize": f"{size}x{size}"}}
+    return onnx_bytes, card
+
+
+def onnx_grid_detector(classes=("red", "green", "blue"), *, size: int = 32, grid: int = 4, gain: float = 16.0):  # noqa: ANN001, ANN201
+    """A real (if tiny) detector in Ultralytics' output0 layout (N, 4 + nc, grid*grid): one box per
+    grid cell (the cell itself), class c scored by sigmoid(gain * (mean channel c in the cell - 0.5)).
+    Returns (onnx bytes, card)."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    nc, cell = len(classes), size // grid
+    centres = (np.arange(grid) + 0.5) * cell
+    cy, cx = np.meshgrid(centres, centres, indexing="ij")
+    boxes = np.stack([cx.ravel(), cy.ravel(), np.full(grid * grid, cell), np.full(grid * grid, cell)])
+    nodes = [helper.make_node("AveragePool", ["images"], ["cells"], kernel_shape=[cell, cell], strides=[cell, cell]),
+             helper.make_node("Slice", ["cells", "c0", "cn", "axis1"], ["chosen"]),
+             helper.make_node("Reshape", ["chosen", "flat_shape"], ["flat"]),
+             helper.make_node("Sub", ["flat", "half"], ["centred"]),
+             helper.make_node("Mul", ["centred", "gain"], ["scaled"]),
+             helper.make_node("Sigmoid", ["scaled"], ["scores"]),
+             helper.make_node("ReduceMean", ["scores"], ["any"], axes=[1], keepdims=1),
+             helper.make_node("Mul", ["any", "zero"], ["zeros"]),
+             helper.make_node("Add", ["zeros", "boxes"], ["xywh"]),
+             helper.make_node("Concat", ["xywh", "scores"], ["output0"], axis=1)]
+    inits = [numpy_helper.from_array(np.array([0], np.int64), "c0"),
+             numpy_helper.from_array(np.array([nc], np.int64), "cn"),
+             numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+             numpy_helper.from_array(np.array([0, nc, grid * grid], np.int64), "flat_shape"),
+             numpy_helper.from_array(np.array(0.5, np.float32), "half"),
+             numpy_helper.from_array(np.array(gain, np.float32), "gain"),
+             numpy_helper.from_array(np.array(0.0, np.float32), "zero"),
+             numpy_helper.from_array(boxes[None].astype(np.float32), "boxes")]
+    onnx_bytes = _onnx_model(
+        nodes, [helper.make_tensor_value_info("images", TensorProto.FLOAT, ["batch", 3, size, size])],
+        [helper.make_tensor_value_info("output0", TensorProto.FLOAT, ["batch", 4 + nc, grid * grid])], inits)
+    card = {"task": "detect", "classes": list(classes), "output": {"name": "output0"},
+            "input": {"name": "images", "shape": [1, 3, size, size], "dtype": "float32", "layout": "NCHW",
+                      "color": "RGB", "scale": "1/255", "resize": f"{size}x{size}"}}
+    return onnx_bytes, card
+
+
+def put_onnx_model(store, model_id: str, onnx_bytes: bytes, card: dict) -> None:  # noqa: ANN001
+    import json
+
+    store.put_bytes(f"models/{model_id}/model.onnx", onnx_bytes)
+    store.put_bytes(f"models/{model_id}/card.json", json.dumps(card, indent=2).encode())
+
+
+# --- a whole stack ----------------------------------------------------------------------------------
+
+class Stack:
+    """`tango up` as a subprocess (its own home and ports), its output collected."""
+
+    def __init__(self, env: dict[str, str]):
+        import threading
+
+        self.env = env
+        self.urls = {name: env[f"TANGO_{name.upper()}_URL"] for name in SERVICES}
+        self.output: list[str] = []
+        self.proc = subprocess.Popen([sys.executable, "-m", "tango", "up"], cwd=REPO, env=subprocess_env(env),
+                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                     start_new_session=True)
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            self.output.append(line)
+
+    def text(self) -> str:
+        return "".join(self.output)
+
+    def service_token(self) -> str:
+        return (Path(self.env["TANGO_HOME"]) / "service-token").read_text().strip()
+
+    def wait_up(self, timeout: float = 120) -> None:
+        def up() -> bool:
+            assert self.proc.poll() is None, f"tango up exited early:\n{self.text()}"
+            return "Tango is up" in self.text()
+
+        wait_until(up, timeout=timeout, what="tango up")
+
+    def child_pid(self, fragment: str) -> int:
+        """The pid of the stack's process whose command line contains `fragment`."""
+        for pid in descendants(self.proc.pid):
+            try:
+                if fragment in " ".join(psutil.Process(pid).cmdline()):
+                    return pid
+            except psutil.NoSuchProcess:
+                continue
+        raise AssertionError(f"no process of the stack runs {fragment!r}")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(2)
+            try:
+                self.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()

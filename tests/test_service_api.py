@@ -20,7 +20,14 @@ def make_client(service: str, settings: Settings) -> TestClient:
 def client(request, settings):
     with make_client(request.param, settings) as c:
         c.service = request.param
+        if request.param == "project_manager":  # its API is for signed-in users
+            c.headers["Authorization"] = f"Bearer {sign_up(c)}"
         yield c
+
+
+def sign_up(c: TestClient, username: str = "ada", password: str = "correct horse") -> str:
+    assert c.post("/auth/register", json={"username": username, "password": password}).status_code == 201
+    return c.post("/auth/token", json={"username": username, "password": password}).json()["token"]
 
 
 def assert_problem(resp, status: int, fragment: str) -> dict:

@@ -190,7 +190,9 @@ class ResNetSearchSpace(SearchSpace):
         return self._extreme(min)
 
     def mutate(self, arch: Arch, rng: random.Random, prob: float = 0.1) -> Arch:
-        child = {k: list(v) if isinstance(v, list) else v for k, v in self.validate(arch).items()}
+        # Inputs come from sample/mutate/crossover (valid by construction): no re-validation
+        # on this hot path of the search.
+        child = {k: list(v) if isinstance(v, list) else v for k, v in arch.items()}
         if rng.random() < prob:
             child["resolution"] = rng.choice(self.resolutions)
         for gene, (n, choices) in self._genes().items():
@@ -198,6 +200,11 @@ class ResNetSearchSpace(SearchSpace):
                 if rng.random() < prob:
                     child[gene][i] = rng.choice(choices)
         return child
+
+    def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
+        # Genes are independent, so a uniform crossover of two valid archs is valid.
+        return {k: [x if rng.random() < 0.5 else y for x, y in zip(v, b[k], strict=True)] if isinstance(v, list)
+                else (v if rng.random() < 0.5 else b[k]) for k, v in a.items()}
 
     def validate(self, arch: Arch) -> Arch:
         if not isinstance(arch, dict):

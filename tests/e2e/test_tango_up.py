@@ -8,42 +8,17 @@ import json
 import signal
 import subprocess
 import sys
-import threading
 import time
+from pathlib import Path
 
 import httpx
 import psutil
 import pytest
 
 from tango.spec import SERVICES
-from tests.factories import REPO, descendants, service_env, subprocess_env, wait_job, wait_until
+from tests.factories import REPO, Stack, descendants, service_env, subprocess_env, wait_job, wait_until
 
 pytestmark = pytest.mark.e2e
-
-
-class Stack:
-    def __init__(self, env: dict[str, str]):
-        self.env = env
-        self.urls = {name: env[f"TANGO_{name.upper()}_URL"] for name in SERVICES}
-        self.output: list[str] = []
-        self.proc = subprocess.Popen([sys.executable, "-m", "tango", "up"], cwd=REPO, env=subprocess_env(env),
-                                     stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                     start_new_session=True)
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            self.output.append(line)
-
-    def text(self) -> str:
-        return "".join(self.output)
-
-    def wait_up(self, timeout: float = 120) -> None:
-        def up() -> bool:
-            assert self.proc.poll() is None, f"tango up exited early:\n{self.text()}"
-            return "Tango is up" in self.text()
-
-        wait_until(up, timeout=timeout, what="tango up")
 
 
 @pytest.fixture(params=["embedded", "redis+postgres"])
@@ -71,23 +46,33 @@ def test_stack_runs_jobs_everywhere_and_stops_clean(stack: Stack):
     assert status.returncode == 0, status.stdout + status.stderr
     assert status.stdout.count("yes") == 4
 
+    # The other services answer only calls carrying the internal token, which `tango up` made.
+    autonn, labelling = stack.urls["autonn"], stack.urls["labelling"]
+    assert httpx.get(f"{autonn}/jobs", timeout=5).status_code == 401
+    internal = {"Authorization": f"Bearer {stack.service_token()}"}
+
     # The main job: project_manager drives a selftest on every other service over REST.
     pm = stack.urls["project_manager"]
-    check = httpx.post(f"{pm}/jobs", json={"kind": "system_check", "params": {"steps": 4}}, timeout=10).json()
-    done = wait_job(pm, check["id"], timeout=120)
+    assert httpx.post(f"{pm}/jobs", json={"kind": "system_check"}, timeout=10).status_code == 401
+    httpx.post(f"{pm}/auth/register", json={"username": "ada", "password": "correct horse"}, timeout=10)
+    token = httpx.post(f"{pm}/auth/token", json={"username": "ada", "password": "correct horse"}).json()["token"]
+    auth = {"Authorization": f"Bearer {token}"}
+    check = httpx.post(f"{pm}/jobs", json={"kind": "system_check", "params": {"steps": 4}}, headers=auth,
+                       timeout=10).json()
+    done = wait_job(pm, check["id"], timeout=120, headers=auth)
     assert done["state"] == "succeeded", done
     children = done["result"]["services"]
     assert set(children) == {"labelling", "autonn", "deploy_codegen"}
     for name, child in children.items():
-        child_job = httpx.get(f"{stack.urls[name]}/jobs/{child['job_id']}", timeout=5).json()
+        child_job = httpx.get(f"{stack.urls[name]}/jobs/{child['job_id']}", timeout=5, headers=internal).json()
         assert child_job["state"] == "succeeded" and child_job["result"]["service"] == name
 
     # Live progress over SSE until the end event.
-    autonn = stack.urls["autonn"]
-    job = httpx.post(f"{autonn}/jobs", json={"kind": "selftest",
-                                             "params": {"steps": 8, "rounds": 10, "step_seconds": 0.2}}).json()
+    job = httpx.post(f"{autonn}/jobs", json={"kind": "selftest", "params": {"steps": 8, "rounds": 10,
+                                                                          "step_seconds": 0.2}},
+                     headers=internal).json()
     events = []
-    with httpx.stream("GET", f"{autonn}/jobs/{job['id']}/events", timeout=60) as resp:
+    with httpx.stream("GET", f"{autonn}/jobs/{job['id']}/events", timeout=60, headers=internal) as resp:
         event = None
         for line in resp.iter_lines():
             if line.startswith("event: "):
@@ -101,13 +86,13 @@ def test_stack_runs_jobs_everywhere_and_stops_clean(stack: Stack):
     assert len(progress) >= 3 and progress == sorted(progress) and progress[-1] == 1.0
 
     # Cancel a running job: it stops at its next progress report.
-    labelling = stack.urls["labelling"]
     long = httpx.post(f"{labelling}/jobs", json={"kind": "selftest",
-                                                 "params": {"steps": 500, "rounds": 10, "step_seconds": 0.1}}).json()
-    wait_until(lambda: httpx.get(f"{labelling}/jobs/{long['id']}").json()["state"] == "running",
+                                                 "params": {"steps": 500, "rounds": 10, "step_seconds": 0.1}},
+                      headers=internal).json()
+    wait_until(lambda: httpx.get(f"{labelling}/jobs/{long['id']}", headers=internal).json()["state"] == "running",
                timeout=30, what="the long job to start")
-    assert httpx.post(f"{labelling}/jobs/{long['id']}/cancel").status_code == 200
-    cancelled = wait_job(labelling, long["id"], timeout=30)
+    assert httpx.post(f"{labelling}/jobs/{long['id']}/cancel", headers=internal).status_code == 200
+    cancelled = wait_job(labelling, long["id"], timeout=30, headers=internal)
     assert cancelled["state"] == "cancelled" and cancelled["progress"] < 1.0
 
     # Ctrl-C stops everything and leaves no process behind.

@@ -26,7 +26,7 @@ def test_killed_training_resumes_then_search_and_finetune(tmp_path, pg_url, redi
         try:
             job = client.post("/jobs", json={"kind": "train_supernet", "params": {
                 "dataset_id": "digits-int", "dataset_version": "v1", "space_options": TINY_RESNET, "epochs": 4,
-                "batch_size": 32, "lr": 0.1, "n_random": 1, "predictor_archs": 10, "device": "cpu",
+                "batch_size": 32, "lr": 0.003, "n_random": 1, "predictor_archs": 10, "device": "cpu",
                 "reuse": False}}).json()
             ckpts = f"runs/{job['id']}/checkpoints"
             wait_until(lambda: runtime.store.list(ckpts), timeout=120, what="the first epoch checkpoint")

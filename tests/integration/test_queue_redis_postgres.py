@@ -25,6 +25,7 @@ def tango_env(tmp_path, pg_url, redis_url) -> dict[str, str]:
         "TANGO_HEARTBEAT_SECONDS": "0.5",
         "TANGO_STALE_AFTER_SECONDS": "3",
         "TANGO_VISIBILITY_TIMEOUT": "4",
+        "TANGO_SERVICE_TOKEN": "integration-token",
     }
 
 
@@ -40,6 +41,7 @@ def test_job_round_trip(service, tango_env, tmp_path):
     worker = start_worker(service, tango_env, tmp_path / "worker.log")
     try:
         with TestClient(api.create_app(settings)) as client:
+            client.headers["Authorization"] = "Bearer integration-token"
             assert client.get("/readyz").json()["checks"] == {"database": "ok", "broker": "ok", "store": "ok"}
             job = client.post("/jobs", json={"kind": "selftest", "params": {"steps": 5, "rounds": 100}}).json()
             final = wait_until(lambda: (j := client.get(f"/jobs/{job['id']}").json())["state"]

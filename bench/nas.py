@@ -1,0 +1,168 @@
+"""Supernet NAS for classification on this CPU, end to end, with the figures of issue 3.
+
+    python bench/nas.py [--epochs 8] [--budgets 20] [--standalone 10] [--threads 1]
+
+On scikit-learn digits (upscaled, offline): train the supernet (sandwich rule + in-place
+distillation), fit the accuracy predictor, build the host latency table, then measure
+  - search time per budget and per 10-point Pareto front,
+  - the latency predictor against interleaved whole-network timings (MAPE, ±10 %, Kendall τ,
+    noise floor),
+  - the budget hit rate over ≥20 budgets (measured ≤ 1.05 × budget),
+  - NSGA-II vs random search at equal queries: hypervolume on *measured* latency and accuracy,
+  - supernet sub-networks vs the same architectures trained alone for the same epochs.
+Writes bench/results/nas.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import numpy as np
+import torch
+from common import write_result
+
+from autonn.data import make_loaders
+from autonn.latency import build_latency_table, evaluate_latency_model, measure_network_ms, network_input_shape
+from autonn.predictors import fit_accuracy_predictor, measure_archs
+from autonn.search import (BudgetUnreachable, evolve, hypervolume_2d, nsga2, pareto_front, random_search,
+                           search_under_budget)
+from autonn.spaces import get_search_space
+from autonn.train import SeededShuffle, TrainConfig, evaluate_subnet, finetune, train_supernet
+from tango.sampledata import make_digits
+
+OPTIONS = {"resolutions": [24, 28, 32], "base_widths": [16, 32, 64, 128], "stem_width": 16, "stem_stride": 1}
+
+
+def digits_loaders(space, batch_size: int, seed: int):  # noqa: ANN001, ANN201
+    images, labels = make_digits(size=32, seed=seed)
+    n = len(images)
+    cut_test, cut_val = int(0.15 * n), int(0.30 * n)
+    rows = list(zip(images, labels, strict=True))
+    samples = {"test": rows[:cut_test], "val": rows[cut_test:cut_val], "train": rows[cut_val:]}
+    return make_loaders(samples=samples, task="classify", classes=[str(d) for d in range(10)], space=space,
+                        batch_size=batch_size, train_sampler=SeededShuffle(len(samples["train"]), seed=seed))
+
+
+def measured_ms(space, supernet, archs, threads: int) -> list[float]:  # noqa: ANN001
+    models = {str(i): (supernet.extract(a), network_input_shape(space, a)) for i, a in enumerate(archs)}
+    timed = measure_network_ms(models=models, threads=threads, rounds=5)
+    return [timed[str(i)]["median_ms"] for i in range(len(archs))]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=8)
+    ap.add_argument("--budgets", type=int, default=20)
+    ap.add_argument("--standalone", type=int, default=10, help="architectures also trained alone")
+    ap.add_argument("--predictor-archs", type=int, default=80)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(max(1, args.threads))
+    space = get_search_space("resnet_cls", **OPTIONS)
+    loaders = digits_loaders(space, 64, args.seed)
+    cpu = torch.device("cpu")
+    result: dict = {"space": space.name, "space_options": OPTIONS, "cardinality": space.cardinality(),
+                    "dataset": "sklearn digits 32 px (1,797 images; 70/15/15 split)", "epochs": args.epochs}
+
+    t0 = time.perf_counter()
+    supernet = space.build_supernet(num_classes=10)
+    config = TrainConfig(epochs=args.epochs, lr=0.1, n_random=2, seed=args.seed)
+    trained = train_supernet(space=space, supernet=supernet, train_loader=loaders.train, val_loader=loaders.val,
+                             config=config, device=cpu)
+    result["supernet_train_seconds"] = round(time.perf_counter() - t0, 1)
+    result["val_largest"], result["val_smallest"] = trained.final["val_largest"], trained.final["val_smallest"]
+    print(f"supernet: {result['supernet_train_seconds']} s, val largest {result['val_largest']:.3f}, "
+          f"smallest {result['val_smallest']:.3f}")
+
+    rng = random.Random(args.seed + 1)
+    archs = {space.arch_key(a): a for a in (space.largest(), space.smallest())}
+    while len(archs) < args.predictor_archs:
+        a = space.sample(rng)
+        archs.setdefault(space.arch_key(a), a)
+    pairs = measure_archs(space=space, supernet=supernet, archs=list(archs.values()), calib_loader=loaders.calib,
+                          val_loader=loaders.val, device=cpu)
+    predictor = fit_accuracy_predictor(space=space, pairs=pairs, seed=args.seed)
+    result["accuracy_predictor_rmse"] = predictor.report["rmse"]
+    result["accuracy_predictor_kendall_tau"] = predictor.report["kendall_tau"]
+    print(f"accuracy predictor: RMSE {predictor.report['rmse']:.4f}, tau {predictor.report['kendall_tau']:.3f}")
+
+    table = build_latency_table(space=space, num_classes=10, device="host", threads=args.threads, n_fit_networks=30)
+    lat = evaluate_latency_model(table=table, space=space, num_classes=10, n_networks=30, seed=1)
+    result.update(latency_mape=lat["mape"], latency_within_10pct=lat["within_10pct"],
+                  latency_kendall_tau=lat["kendall_tau"], latency_noise_floor=lat["noise_floor"],
+                  latency_table_build_seconds=table.build_seconds, latency_n_networks=lat["n_networks"])
+    print(f"latency: MAPE {lat['mape']:.1%}, within 10 % {lat['within_10pct']:.0%}, tau {lat['kendall_tau']:.3f}, "
+          f"noise floor {lat['noise_floor']:.1%} (table {table.build_seconds} s)")
+
+    # Budgets from just above the fastest *measured* sub-network to the largest one.
+    fastest, largest = measured_ms(space, supernet, [space.smallest(), space.largest()], args.threads)
+    budgets = list(np.linspace(fastest * 1.1, largest, args.budgets))
+    seconds, hits, rows = [], 0, []
+    measure = (lambda a: measured_ms(space, supernet, [a], args.threads)[0])
+    for b in budgets:
+        t = time.perf_counter()
+        evolve(space=space, accuracy=predictor.predict, latency=table, budget_ms=b, seed=args.seed)
+        seconds.append(time.perf_counter() - t)
+        try:
+            res = search_under_budget(space=space, accuracy=predictor.predict, latency=table, measure=measure,
+                                      budget_ms=b, device_name="host", seed=args.seed)
+        except BudgetUnreachable as exc:  # counted as a miss: the budget was reachable when measured above
+            rows.append({"budget_ms": b, "refused": str(exc), "hit": False})
+            continue
+        hit = res.measured_ms <= 1.05 * b
+        hits += hit
+        rows.append({"budget_ms": b, "predicted_ms": res.predicted_ms, "measured_ms": res.measured_ms,
+                     "rounds": len(res.rounds), "predicted_metric": res.predicted_metric, "hit": bool(hit)})
+    result.update(search_seconds_per_budget=float(np.median(seconds)), budget_hit_rate=hits / len(budgets),
+                  budgets=rows)
+    print(f"search: median {result['search_seconds_per_budget']:.2f} s per budget; "
+          f"hit rate {hits}/{len(budgets)}")
+
+    t = time.perf_counter()
+    front = pareto_front(space=space, accuracy=predictor.predict, latency=table, n_points=10, seed=args.seed)
+    result["front_seconds"] = time.perf_counter() - t
+    evo = nsga2(space=space, accuracy=predictor.predict, latency=table, seed=args.seed)
+    rand = random_search(space=space, accuracy=predictor.predict, latency=table, queries=evo.queries, seed=args.seed)
+
+    def measured_front(points) -> list[tuple[float, float]]:  # noqa: ANN001
+        chosen = sorted(points, key=lambda p: p.ms)
+        step = max(1, len(chosen) // 12)
+        chosen = chosen[::step]
+        ms = measured_ms(space, supernet, [p.arch for p in chosen], args.threads)
+        acc = [evaluate_subnet(space=space, supernet=supernet, arch=p.arch, calib_loader=loaders.calib,
+                               val_loader=loaders.test, device=cpu) for p in chosen]
+        return list(zip(acc, ms, strict=True))
+
+    evo_pts, rand_pts = measured_front(evo.front), measured_front(rand.front)
+    ref = (0.0, 1.1 * max(m for _, m in evo_pts + rand_pts))
+    hv_evo, hv_rand = hypervolume_2d(evo_pts, ref), hypervolume_2d(rand_pts, ref)
+    result.update(hypervolume_gain_vs_random=hv_evo / hv_rand - 1.0, hypervolume_evo=hv_evo,
+                  hypervolume_random=hv_rand, queries_each=evo.queries, front_points=len(front))
+    print(f"front: {result['front_seconds']:.2f} s for {len(front)} points; hypervolume on measured values "
+          f"{hv_evo:.4f} vs random {hv_rand:.4f} ({result['hypervolume_gain_vs_random']:+.1%}) at {evo.queries} queries")
+
+    picks = [p.arch for p in sorted(front, key=lambda p: p.ms)][: args.standalone]
+    while len(picks) < args.standalone:
+        picks.append(space.sample(rng))
+    pairs_2pt, within = [], 0
+    for arch in picks:
+        in_super = evaluate_subnet(space=space, supernet=supernet, arch=arch, calib_loader=loaders.calib,
+                                   val_loader=loaders.test, device=cpu)
+        alone = space.build_supernet(num_classes=10).extract(arch).train()
+        alone_acc, _ = finetune(space=space, model=alone, arch=arch, train_loader=loaders.train,
+                                val_loader=loaders.test, config=TrainConfig(epochs=args.epochs, lr=0.1, seed=args.seed),
+                                device=cpu)
+        within += abs(in_super - alone_acc) <= 0.02
+        pairs_2pt.append({"supernet": in_super, "alone": alone_acc})
+    result.update(subnets_within_2pts=within, subnets_compared=len(picks), subnets_vs_alone=pairs_2pt,
+                  subnets_supernet_minus_alone_mean=float(np.mean([p["supernet"] - p["alone"] for p in pairs_2pt])))
+    print(f"supernet vs alone ({args.epochs} epochs): {within}/{len(picks)} within 2 points; "
+          f"mean difference {result['subnets_supernet_minus_alone_mean']:+.3f}")
+    write_result("nas", result)
+
+
+if __name__ == "__main__":
+    main()

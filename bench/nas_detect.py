@@ -1,0 +1,117 @@
+"""Detection NAS on this CPU: searched sub-networks vs a uniformly scaled n/s/m family.
+
+    python bench/nas_detect.py [--epochs 10] [--images 360] [--searched 5]
+
+On the generated shapes set (seeded, offline): train the YOLO-style supernet, fit its accuracy
+predictor, build the host latency table, take `--searched` architectures spread along the
+predicted Pareto front, and train them *alone* the same way as a width/depth-scaled n/s/m family
+(same epochs, optimizer, data). Both are then measured: mAP50-95 on the test split and ONNX
+Runtime latency. The figure: at each family member's mAP, how much less latency the cheapest
+searched network reaching that mAP needs (`detection_latency_gain_at_equal_map`, the mean over
+family members a searched network reaches; null when none does). Writes bench/results/nas_detect.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+
+import numpy as np
+import torch
+from common import write_result
+
+from autonn.data import make_loaders
+from autonn.latency import build_latency_table, measure_network_ms, network_input_shape
+from autonn.predictors import fit_accuracy_predictor, measure_archs
+from autonn.search import pareto_front
+from autonn.spaces import get_search_space
+from autonn.train import SeededShuffle, TrainConfig, finetune, train_supernet
+from tango.sampledata import SHAPE_CLASSES, make_shapes
+
+OPTIONS = {"resolutions": [96, 128], "backbone_widths": [16, 32, 48, 64], "neck_widths": [48, 32, 48, 64]}
+
+
+def family(space) -> dict[str, dict]:  # noqa: ANN001
+    """Uniform width/depth scaling, as YOLOv8's n/s/m differ, at the largest input size."""
+    res = max(space.resolutions)
+    def arch(bw: float, nw: float, depth: int) -> dict:
+        return {"resolution": res, "widths": [bw] * 4 + [nw] * 4, "depths": [depth] * 8}
+    return {"n": arch(0.25, 0.5, 1), "s": arch(0.5, 0.75, 1), "m": arch(0.75, 1.0, 2)}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--epochs", type=int, default=10)
+    ap.add_argument("--images", type=int, default=360)
+    ap.add_argument("--searched", type=int, default=5)
+    ap.add_argument("--predictor-archs", type=int, default=40)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    cpu = torch.device("cpu")
+    space = get_search_space("yolo_det", **OPTIONS)
+    rows = make_shapes(args.images, size=max(space.resolutions), seed=args.seed)
+    n_test, n_val = int(0.15 * len(rows)), int(0.15 * len(rows))
+    samples = {"test": rows[:n_test], "val": rows[n_test:n_test + n_val], "train": rows[n_test + n_val:]}
+    loaders = make_loaders(samples=samples, task="detect", classes=list(SHAPE_CLASSES), space=space, batch_size=16,
+                           train_sampler=SeededShuffle(len(samples["train"]), seed=args.seed))
+    nc = len(SHAPE_CLASSES)
+    config = TrainConfig(epochs=args.epochs, lr=2e-3, optimizer="adamw", weight_decay=5e-4, grad_clip=10.0,
+                         n_random=1, seed=args.seed, warmup_epochs=1.0, val_batches=4)
+    result: dict = {"space": space.name, "space_options": OPTIONS, "cardinality": space.cardinality(),
+                    "dataset": f"generated shapes, {args.images} images at {max(space.resolutions)} px",
+                    "epochs": args.epochs}
+
+    t0 = time.perf_counter()
+    supernet = space.build_supernet(num_classes=nc)
+    trained = train_supernet(space=space, supernet=supernet, train_loader=loaders.train, val_loader=loaders.val,
+                             config=config, device=cpu)
+    result["supernet_train_seconds"] = round(time.perf_counter() - t0, 1)
+    result["supernet_val_largest"] = trained.final["val_largest"]
+    print(f"supernet: {result['supernet_train_seconds']} s, val mAP largest {trained.final['val_largest']:.3f}")
+
+    rng = random.Random(args.seed + 1)
+    archs = {space.arch_key(a): a for a in (space.largest(), space.smallest(), *family(space).values())}
+    while len(archs) < args.predictor_archs:
+        a = space.sample(rng)
+        archs.setdefault(space.arch_key(a), a)
+    pairs = measure_archs(space=space, supernet=supernet, archs=list(archs.values()), calib_loader=loaders.calib,
+                          val_loader=loaders.val, device=cpu)
+    predictor = fit_accuracy_predictor(space=space, pairs=pairs, seed=args.seed)
+    table = build_latency_table(space=space, num_classes=nc, device="host", threads=1, n_fit_networks=20)
+    result.update(accuracy_predictor=predictor.report, latency_table_build_seconds=table.build_seconds)
+    front = sorted(pareto_front(space=space, accuracy=predictor.predict, latency=table, n_points=10,
+                                seed=args.seed), key=lambda p: p.ms)
+    spread = [front[round(i * (len(front) - 1) / max(1, args.searched - 1))].arch for i in range(args.searched)]
+    picks = list({space.arch_key(a): a for a in spread}.values())
+
+    def train_alone(arch: dict) -> dict:
+        model = space.build_supernet(num_classes=nc).extract(arch).train()
+        t = time.perf_counter()
+        _, history = finetune(space=space, model=model, arch=arch, train_loader=loaders.train,
+                              val_loader=loaders.val, config=config, device=cpu)
+        mp = float(space.evaluate(model.eval(), loaders.test, arch=arch, device=cpu))
+        ms = measure_network_ms(models={"m": (model, network_input_shape(space, arch))}, threads=1)["m"]["median_ms"]
+        return {"arch": arch, "map50_95": mp, "latency_ms": ms, "train_seconds": round(time.perf_counter() - t, 1)}
+
+    fam = {name: train_alone(arch) for name, arch in family(space).items()}
+    searched = [train_alone(arch) for arch in picks]
+    for name, row in fam.items():
+        print(f"family {name}: mAP {row['map50_95']:.3f} at {row['latency_ms']:.2f} ms")
+    for row in searched:
+        print(f"searched: mAP {row['map50_95']:.3f} at {row['latency_ms']:.2f} ms")
+    gains = {}
+    for name, row in fam.items():
+        # A family member that learnt nothing (mAP ~0) offers no level to compare at.
+        reaching = [s["latency_ms"] for s in searched if s["map50_95"] >= row["map50_95"]]
+        gains[name] = 1.0 - min(reaching) / row["latency_ms"] if reaching and row["map50_95"] > 0.01 else None
+    defined = [g for g in gains.values() if g is not None]
+    result.update(family=fam, searched=searched, latency_gain_per_family_member=gains,
+                  detection_latency_gain_at_equal_map=float(np.mean(defined)) if defined else None)
+    print(f"latency gain at equal mAP: {gains}")
+    write_result("nas_detect", result)
+
+
+if __name__ == "__main__":
+    main()
