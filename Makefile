@@ -17,7 +17,7 @@ install-dev: $(PY)
 	$(PY) -m pip install -e '.[all,dev]'
 
 demo: install
-	$(PY) -m tango demo
+	$(PY) -m tango run examples/digits.yaml
 
 test: install-dev
 	$(PY) -m pytest

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -36,6 +34,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from common import git, machine  # noqa: E402
 
 from labelling import embeddings, scoring, strategies  # noqa: E402
 
@@ -417,33 +417,6 @@ def detection_bench(seeds: list[int], names: tuple[str, ...] = ("random", strate
     return out
 
 
-# --- bookkeeping ------------------------------------------------------------------------------------
-
-def machine() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    import onnxruntime
-    import sklearn
-
-    return {"platform": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "numpy": np.__version__, "onnxruntime": onnxruntime.__version__, "scikit-learn": sklearn.__version__,
-            "load_avg": os.getloadavg() if hasattr(os, "getloadavg") else None}
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     # Random's labels-to-95 % varies 130..930 between seeds: 20 seeds keep its median (the ratio's
@@ -497,7 +470,9 @@ def main() -> None:
         print("  ", json.dumps(result["cold_start"]), flush=True)
     if not args.no_detection:
         result["detection"] = detection_bench(seeds=list(range(2 if args.quick else args.detection_seeds)))
-    result.update(commit=git_commit(), machine=machine(), seconds=round(time.perf_counter() - t0, 1))
+    result["seconds"] = round(time.perf_counter() - t0, 1)
+    result = {**result, "commit": git("rev-parse", "HEAD"), "worktree_dirty": bool(git("status", "--porcelain")),
+              "machine": machine()}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"random {random} labels, default ({default}) {result['labels_to_95_default']} labels: ratio "

@@ -69,7 +69,8 @@ def main() -> None:
 
     t0 = time.perf_counter()
     supernet = space.build_supernet(num_classes=10)
-    config = TrainConfig(epochs=args.epochs, lr=0.1, n_random=2, seed=args.seed)
+    config = TrainConfig(epochs=args.epochs, lr=2e-3, optimizer="adamw", warmup_epochs=0.5, n_random=2,
+                         seed=args.seed)
     trained = train_supernet(space=space, supernet=supernet, train_loader=loaders.train, val_loader=loaders.val,
                              config=config, device=cpu)
     result["supernet_train_seconds"] = round(time.perf_counter() - t0, 1)
@@ -153,7 +154,8 @@ def main() -> None:
                                    val_loader=loaders.test, device=cpu)
         alone = space.build_supernet(num_classes=10).extract(arch).train()
         alone_acc, _ = finetune(space=space, model=alone, arch=arch, train_loader=loaders.train,
-                                val_loader=loaders.test, config=TrainConfig(epochs=args.epochs, lr=0.1, seed=args.seed),
+                                val_loader=loaders.test, config=TrainConfig(epochs=args.epochs, lr=2e-3, optimizer="adamw",
+                                                                  warmup_epochs=0.5, seed=args.seed),
                                 device=cpu)
         within += abs(in_super - alone_acc) <= 0.02
         pairs_2pt.append({"supernet": in_super, "alone": alone_acc})
