@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: demo test install install-dev clean
+.PHONY: demo test install install-dev ui ui-test clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -16,10 +16,19 @@ install: $(PY)
 install-dev: $(PY)
 	$(PY) -m pip install -e '.[all,dev]'
 
-demo: install
+# The web UI is built when Node is present (project_manager serves web_ui/dist at /); without Node
+# the demo and the tests still run, and / says the UI is not built.
+ui:
+	@if command -v npm >/dev/null 2>&1; then cd web_ui && npm ci --no-audit --no-fund && npm run build; \
+	else echo "npm not found: skipping the web UI build"; fi
+
+ui-test: ui
+	@if command -v npm >/dev/null 2>&1; then cd web_ui && npm test; fi
+
+demo: install ui
 	$(PY) -m tango run examples/digits.yaml
 
-test: install-dev
+test: install-dev ui-test
 	$(PY) -m pytest
 
 clean:

@@ -120,7 +120,7 @@ async def upload_import(dataset_id: str, request: Request, runtime: RuntimeDep, 
 @router.get("/{dataset_id}/images", response_model=ImagePage)
 def list_images(dataset_id: str, runtime: RuntimeDep,
                 state: Literal["all", "unlabelled", "labelled", "unreviewed", "approved", "rejected"] = "all",
-                limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0)) -> ImagePage:
+                limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=1_000_000_000)) -> ImagePage:
     catalog.get_dataset(runtime.db, dataset_id)
     rows, total = catalog.list_images(runtime.db, dataset_id=dataset_id, state=state, limit=limit, offset=offset)
     return ImagePage(items=worklist.images_public(runtime.db, rows, dataset_id), total=total)
@@ -190,7 +190,7 @@ def queue(dataset_id: str, runtime: RuntimeDep) -> QueuePublic:
 def list_suggestions(dataset_id: str, runtime: RuntimeDep,
                      state: Literal["open", "accepted", "rejected", "superseded"] | None = "open",
                      image_id: str | None = None, limit: int = Query(50, ge=1, le=500),
-                     offset: int = Query(0, ge=0)) -> SuggestionPage:
+                     offset: int = Query(0, ge=0, le=1_000_000_000)) -> SuggestionPage:
     items, total = suggestions.list_suggestions(runtime.db, dataset_id=dataset_id, state=state, image_id=image_id,
                                                 limit=limit, offset=offset)
     return SuggestionPage(items=items, total=total)

@@ -7,6 +7,7 @@ import re
 import secrets
 import uuid
 from dataclasses import dataclass
+from datetime import timedelta, timezone
 from typing import Any
 
 from argon2 import PasswordHasher
@@ -19,6 +20,7 @@ from tango.jobs import utcnow
 _hasher = PasswordHasher()
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,63}$")
 TOKEN_PREFIX = "tgo_"
+LAST_USED_RESOLUTION = timedelta(seconds=60)
 
 
 class AccountError(ValueError):
@@ -83,12 +85,19 @@ class Accounts:
             return None
         t, u = self.tokens, self.users
         with self.db.begin() as conn:
-            row = conn.execute(select(u.c.id, u.c.username, u.c.is_admin, t.c.id.label("token_id"))
+            row = conn.execute(select(u.c.id, u.c.username, u.c.is_admin, t.c.id.label("token_id"),
+                                      t.c.last_used_at)
                                .join(t, t.c.user_id == u.c.id)
                                .where(t.c.token_hash == token_hash(token), t.c.revoked.is_(False))).first()
             if row is None:
                 return None
-            conn.execute(update(t).where(t.c.id == row.token_id).values(last_used_at=utcnow()))
+            # Every request is authenticated: writing last_used_at each time made every read a write
+            # (on SQLite, one writer at a time), so it is only refreshed once it is a minute old.
+            now, last = utcnow(), row.last_used_at
+            if last is not None and last.tzinfo is None:  # SQLite hands back naive UTC
+                last = last.replace(tzinfo=timezone.utc)
+            if last is None or now - last > LAST_USED_RESOLUTION:
+                conn.execute(update(t).where(t.c.id == row.token_id).values(last_used_at=now))
         return User(row.id, row.username, row.is_admin)
 
     def list_tokens(self, user: User) -> list[dict[str, Any]]:

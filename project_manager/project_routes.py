@@ -286,6 +286,24 @@ async def labelling_proxy(project_id: str, path: str, request: Request, user: Us
     return await _forward(request, runtime, "labelling", f"/datasets/{dataset_id_for(project)}{suffix}", user)
 
 
+@router.get("/{project_id}/imports/{job_id}")
+async def import_job(project_id: str, job_id: str, request: Request, user: UserDep, runtime: RuntimeDep) -> Response:
+    """An upload's import job at the labelling service (its result lists per-file errors), so the
+    web UI can follow it without the service token."""
+    with access():
+        project = await run_in_threadpool(runtime.projects.get, project_id, user=user)
+    missing = HTTPException(404, detail=f"project {project_id} has no import job {job_id!r}")
+    if "/" in job_id or job_id in ("", ".", ".."):
+        raise missing
+    upstream = await _forward(request, runtime, "labelling", f"/jobs/{job_id}", user)
+    if upstream.status_code == 200:
+        job = json.loads(upstream.body)
+        # Job ids are not secrets of a project: only this project's dataset's imports are shown.
+        if job.get("kind") != "import" or job.get("params", {}).get("dataset_id") != dataset_id_for(project):
+            raise missing
+    return upstream
+
+
 @router.get("/{project_id}/runs/{run_id}/packages/{name}")
 async def run_package(project_id: str, run_id: str, name: str, request: Request, user: UserDep,
                       runtime: RuntimeDep) -> Response:

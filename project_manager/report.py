@@ -69,9 +69,9 @@ def _html(data: dict[str, Any], plots: dict[str, str]) -> str:
     p, model, lat = data["project"], data["model"], data["model"]["latency"]
     rows = "".join(
         f"<tr><td>{e(pk.get('name', ''))}</td><td>{e(str(pk.get('target', '')))}</td>"
-        f"<td>{e(str((pk.get('report') or {}).get('verified', pk.get('verified', ''))))}</td>"
-        f"<td>{e(str((pk.get('report') or {}).get('max_abs_diff', '')))}</td>"
-        f"<td>{e(str((pk.get('report') or {}).get('median_ms', '')))}</td></tr>" for pk in data["packages"])
+        f"<td>{e(str((pk.get('summary') or {}).get('verified', pk.get('verified', ''))))}</td>"
+        f"<td>{e(str((pk.get('summary') or {}).get('max_abs_diff', '')))}</td>"
+        f"<td>{e(str((pk.get('summary') or {}).get('median_ms', '')))}</td></tr>" for pk in data["packages"])
     measured = f"{lat['measured_ms']:.3f} ms" if lat.get("measured_ms") else "not measured"
     predicted = f"{lat['predicted_ms']:.3f} ms" if lat.get("predicted_ms") else "—"
     sections = "".join(f"<figure>{svg}</figure>" for svg in plots.values())
@@ -115,5 +115,5 @@ def build_report(run: Run) -> dict[str, Any]:
     return {"json_key": f"{base}/report.json", "html_key": f"{base}/report.html",
             "metric": card["metric"], "latency": card["latency"], "arch": card["arch"],
             "meets_budget": data["meets_budget"], "packages": [
-                {"name": pk.get("name"), "target": pk.get("target"), "report": pk.get("report")}
+                {"name": pk.get("name"), "target": pk.get("target"), "summary": pk.get("summary")}
                 for pk in data["packages"]]}

@@ -118,13 +118,12 @@ def print_report(pm: ServiceClient, project: dict[str, Any], run: dict[str, Any]
     measured = f"{lat['measured_ms']:.3f} ms measured" if lat.get("measured_ms") else "not measured"
     console.print(f"latency on {project['device']}: {lat.get('predicted_ms') or 0:.3f} ms predicted, {measured}, "
                   f"budget {project['budget_ms']:g} ms ({'met' if report['meets_budget'] else 'NOT met'})")
-    packages = Table("package", "target", "verified", "max abs diff", "median ms", "speed-up vs eager")
+    packages = Table("package", "target", "verified", "max abs diff vs PyTorch", "median ms")
     for pk in report["packages"]:
-        r = pk.get("report") or {}
+        r = pk.get("summary") or {}
         packages.add_row(str(pk.get("name")), str(pk.get("target")), str(r.get("verified", "")),
                          f"{r['max_abs_diff']:.2e}" if isinstance(r.get("max_abs_diff"), float) else "",
-                         f"{r['median_ms']:.3f}" if isinstance(r.get("median_ms"), float) else "",
-                         f"{r['speedup_vs_eager']:.2f}" if isinstance(r.get("speedup_vs_eager"), float) else "")
+                         f"{r['median_ms']:.3f}" if isinstance(r.get("median_ms"), float) else "")
     console.print(packages)
     base = f"{pm.base_url}/projects/{project['id']}/runs/{run['id']}"
     console.print(f"report: {base}/report?format=html (JSON: {base}/report)")

@@ -220,6 +220,13 @@ class JobRepository:
                 self.t.c.state == JobState.running.value, self.t.c.heartbeat_at < cutoff)).all()
         return [r.id for r in rows]
 
+    def queued_before(self, *, seconds: float) -> list[str]:
+        cutoff = utcnow() - timedelta(seconds=seconds)
+        with self.db.begin() as conn:
+            rows = conn.execute(select(self.t.c.id).where(self.t.c.state == JobState.queued.value,
+                                                          self.t.c.updated_at < cutoff)).all()
+        return [r.id for r in rows]
+
     def ids_in_state(self, state: JobState) -> list[str]:
         with self.db.begin() as conn:
             return [r.id for r in conn.execute(select(self.t.c.id).where(self.t.c.state == state.value))]
@@ -306,7 +313,7 @@ def jobs_router(runtime: ServiceRuntime) -> APIRouter:
         return job.public()
 
     @router.get("", response_model=JobPage)
-    def list_jobs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0),
+    def list_jobs(limit: int = Query(50, ge=1, le=500), offset: int = Query(0, ge=0, le=1_000_000_000),
                   state: JobState | None = None, kind: str | None = None) -> JobPage:
         items, total = repo.list(limit=limit, offset=offset, state=state, kind=kind)
         return JobPage(items=[j.public() for j in items], total=total)

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 
 from celery import Celery, signals
 from celery.exceptions import Ignore
+from kombu.exceptions import ChannelError
 
 from tango.jobs import IllegalTransition, JobNotFound
 from tango.settings import Settings
@@ -167,8 +168,24 @@ def register_runner(app: Celery, runtime: ServiceRuntime) -> None:
                          name=f"{runtime.service}-reaper").start()
 
 
+def broker_queue_size(runtime: ServiceRuntime) -> int | None:
+    """Messages waiting in the service's queue; 0 when the broker forgot the queue itself (a
+    restart without persistence); None when the broker does not answer."""
+    try:
+        with runtime.celery_app.connection_for_read() as conn:
+            conn.ensure_connection(max_retries=1, timeout=2)
+            try:
+                return conn.default_channel.queue_declare(queue=runtime.spec.queue, passive=True).message_count
+            except ChannelError:
+                return 0
+    except Exception:  # the broker is away: nothing can be judged lost now
+        return None
+
+
 def reap_once(runtime: ServiceRuntime) -> list[str]:
-    """Hand jobs whose worker stopped beating back to the queue."""
+    """Hand jobs whose worker stopped beating back to the queue, and re-send jobs left `queued`
+    while the broker's queue is empty: their messages were lost (a broker that crashed without
+    persistence), and a duplicate of a message that was not lost is a harmless no-op."""
     handed_back = []
     for job_id in runtime.jobs.stale_running(stale_after=runtime.settings.stale_after_seconds):
         try:
@@ -178,6 +195,12 @@ def reap_once(runtime: ServiceRuntime) -> list[str]:
         runtime.enqueue(job_id)
         handed_back.append(job_id)
         log.warning("job %s lost its worker; requeued", job_id)
+    orphans = runtime.jobs.queued_before(seconds=runtime.settings.stale_after_seconds)
+    if orphans and broker_queue_size(runtime) == 0:
+        for job_id in orphans:
+            runtime.enqueue(job_id)
+            handed_back.append(job_id)
+            log.warning("job %s was queued but its message is gone; sent again", job_id)
     return handed_back
 
 
