@@ -433,7 +433,7 @@ class FinetuneParams(Strict):
     search_job_id: str | None = Field(None, description="take the arch (and budget) from this search job")
     arch: dict[str, Any] | None = Field(None, description="or give the arch config directly")
     epochs: int = Field(5, ge=0, le=500)
-    lr: float = Field(0.001, gt=0, le=10)
+    lr: float = Field(2e-4, gt=0, le=10)
     optimizer: Literal["adamw", "sgd"] = "adamw"
     batch_size: int = Field(64, ge=2, le=1024)
     distill: bool = Field(True, description="distil from the supernet's largest sub-network while fine-tuning")
@@ -490,6 +490,7 @@ def finetune_job(ctx: JobContext, p: FinetuneParams) -> dict[str, Any]:
     model = extract_copy(supernet, arch)
     recalibrate_bn(model=model, loader=loaders.calib, space=space, arch=arch, device=torch.device("cpu"))
     metric, history = before, []
+    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
     if p.epochs > 0:
         config = TrainConfig(epochs=p.epochs, lr=p.lr, seed=p.seed, batch_size=p.batch_size, optimizer=p.optimizer)
         metric, history = finetune(space=space, model=model, arch=arch, train_loader=loaders.train,
@@ -498,6 +499,11 @@ def finetune_job(ctx: JobContext, p: FinetuneParams) -> dict[str, Any]:
                                    checkpointer=JobCheckpointer(ctx, "finetune.pt"),
                                    progress=stage_progress(ctx, 0.05, 0.8), meta={"job_id": ctx.job_id})
     model = model.cpu().eval()
+    kept_finetune = metric >= before
+    if not kept_finetune:
+        # Fine-tuning made it worse on validation: ship the sub-network as the supernet trained it.
+        model.load_state_dict(initial)
+        metric = before
     test_metric = space.evaluate(model, loaders.test, arch=arch, device=torch.device("cpu")) if loaders.test else None
     ctx.progress(0.82, "measuring latency")
     latency: dict[str, Any] = {"device": searched.get("device", HOST_DEVICE), "budget_ms": searched.get("budget_ms"),
@@ -516,6 +522,7 @@ def finetune_job(ctx: JobContext, p: FinetuneParams) -> dict[str, Any]:
     card = {"model_id": ctx.job_id, "arch": arch, "space": space.name, "space_options": space.options,
             "classes": row["classes"], "metric": {"name": metric_name, "val": float(metric),
                                                   "val_before_finetune": float(before),
+                                                  "finetune_kept": kept_finetune,
                                                   "test": float(test_metric) if test_metric is not None else None},
             "latency": latency, "dataset": {"id": row["dataset_id"], "version": row["dataset_version"],
                                             "content_hash": loaders.manifest_hash},

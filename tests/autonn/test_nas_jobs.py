@@ -73,6 +73,8 @@ def test_train_search_finetune_export(stack):
                                               "batch_size": 32, "device": "cpu"})
     card = client.get(f"/models/{model['model_id']}/files/card.json").json()
     assert card["metric"]["name"] == "top1" and 0 <= card["metric"]["val"] <= 1
+    # Fine-tuning never ships a model worse on validation than the supernet's own sub-network.
+    assert card["metric"]["val"] >= card["metric"]["val_before_finetune"]
     assert card["latency"]["budget_ms"] == budget and card["latency"]["measured_ms"] > 0
     assert card["latency"]["predicted_ms"] > 0 and card["onnx"]["opset"] == 17
     assert card["onnx"]["max_abs_diff_vs_torch"] < 1e-4
