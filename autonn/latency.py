@@ -240,20 +240,6 @@ def _networks(space: SearchSpace, archs: Sequence[Arch], num_classes: int) -> di
     return {f"__net{i}": (supernet.extract(a), network_input_shape(space, a)) for i, a in enumerate(archs)}
 
 
-def _distinct_archs(space: SearchSpace, n: int, seed: int, extremes: bool) -> list[Arch]:
-    rng, seen, out = random.Random(seed), set(), []
-    candidates = [space.largest(), space.smallest()] if extremes else []
-    for _ in range(50 * n):
-        arch = candidates.pop(0) if candidates else space.sample(rng)
-        key = space.arch_key(arch)
-        if key not in seen:
-            seen.add(key)
-            out.append(space.validate(arch))
-        if len(out) >= n:
-            break
-    return out
-
-
 def build_latency_table(*, space: SearchSpace, num_classes: int, device: str, threads: int = 1,
                         n_fit_networks: int = 30, rounds: int = 5, runs_per_round: int = 20, warmup: int = 5,
                         seed: int = 0, runtime: str = "onnxruntime-cpu",
@@ -262,7 +248,7 @@ def build_latency_table(*, space: SearchSpace, num_classes: int, device: str, th
     included) in the same interleaved rounds, then fit the correction on the networks."""
     start = time.perf_counter()
     specs = list(space.all_blocks())
-    archs = _distinct_archs(space, n_fit_networks, seed, extremes=True) if n_fit_networks > 0 else []
+    archs = space.distinct_samples(n_fit_networks, seed=seed) if n_fit_networks > 0 else []
     modules: dict[str, tuple[nn.Module, Sequence[int]]] = {
         s.key: (space.build_block(s.key, num_classes=num_classes), s.input_shape) for s in specs}
     nets = _networks(space, archs, num_classes)
@@ -292,7 +278,7 @@ def evaluate_latency_model(*, table: LatencyTable, space: SearchSpace, num_class
     if threads != table.threads:
         raise ValueError(f"the table was measured with {table.threads} threads; whole networks must be timed "
                          f"with the same count, not {threads}")
-    archs = _distinct_archs(space, n_networks, seed, extremes=False)
+    archs = space.distinct_samples(n_networks, seed=seed, extremes=False)
     nets = _networks(space, archs, num_classes)
     timed = measure_network_ms(models=nets, threads=threads, rounds=rounds, runs_per_round=runs_per_round,
                                warmup=warmup, seed=seed, runtime=table.runtime, progress=progress, measure=measure)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import io
 import json
-import random
 import time
 from typing import Any, Literal
 
@@ -160,12 +159,8 @@ def train_supernet_job(ctx: JobContext, p: TrainSupernetParams) -> dict[str, Any
     if ctx.store.exists(keys["pairs"]):
         pairs = [(a, m) for a, m in ctx.store.get_json(keys["pairs"])]
     else:
-        rng = random.Random(p.seed + 1)
-        archs = {space.arch_key(a): a for a in (space.largest(), space.smallest())}
-        while len(archs) < p.predictor_archs:
-            arch = space.sample(rng)
-            archs.setdefault(space.arch_key(arch), arch)
-        pairs = measure_archs(space=space, supernet=supernet, archs=list(archs.values()), calib_loader=loaders.calib,
+        archs = space.distinct_samples(p.predictor_archs, seed=p.seed + 1)
+        pairs = measure_archs(space=space, supernet=supernet, archs=archs, calib_loader=loaders.calib,
                               val_loader=loaders.val, device=torch.device("cpu"),
                               progress=stage_progress(ctx, 0.75, 0.98))
         ctx.store.put_if_absent(keys["pairs"], json.dumps(pairs).encode())

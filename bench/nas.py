@@ -79,11 +79,8 @@ def main() -> None:
           f"smallest {result['val_smallest']:.3f}")
 
     rng = random.Random(args.seed + 1)
-    archs = {space.arch_key(a): a for a in (space.largest(), space.smallest())}
-    while len(archs) < args.predictor_archs:
-        a = space.sample(rng)
-        archs.setdefault(space.arch_key(a), a)
-    pairs = measure_archs(space=space, supernet=supernet, archs=list(archs.values()), calib_loader=loaders.calib,
+    archs = space.distinct_samples(args.predictor_archs, seed=args.seed + 1)
+    pairs = measure_archs(space=space, supernet=supernet, archs=archs, calib_loader=loaders.calib,
                           val_loader=loaders.val, device=cpu)
     predictor = fit_accuracy_predictor(space=space, pairs=pairs, seed=args.seed)
     result["accuracy_predictor_rmse"] = predictor.report["rmse"]

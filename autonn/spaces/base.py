@@ -85,6 +85,22 @@ class SearchSpace(ABC):
     def input_size(self, arch: Arch) -> int:
         """The square input resolution of this sub-network."""
 
+    def distinct_samples(self, n: int, *, seed: int, extremes: bool = True) -> list[Arch]:
+        """Up to `n` distinct validated archs: the largest and smallest first (with `extremes`),
+        then random ones from a `seed`ed generator. Predictor fits, latency tables and benchmarks
+        all draw their sub-networks this way."""
+        rng, seen, out = random.Random(seed), set(), []
+        candidates = [self.largest(), self.smallest()] if extremes else []
+        for _ in range(50 * n):
+            arch = candidates.pop(0) if candidates else self.sample(rng)
+            key = self.arch_key(arch)
+            if key not in seen:
+                seen.add(key)
+                out.append(self.validate(arch))
+            if len(out) >= n:
+                break
+        return out
+
     def arch_key(self, arch: Arch) -> str:
         import json
 
