@@ -148,6 +148,7 @@ def main() -> None:
                         help="start a private redis-server on a free port as the broker (the filesystem "
                              "broker polls once a second, which caps draining at a few jobs per second)")
     parser.add_argument("--database", default=None, help="TANGO_DATABASE_URL (default: SQLite)")
+    parser.add_argument("--result", default="api_load", help="results file name under bench/results/")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="tango-api-load-"))
@@ -217,7 +218,7 @@ def main() -> None:
         if redis_proc is not None:
             redis_proc.terminate()
             redis_proc.wait(timeout=10)
-    write_result("api_load", {
+    write_result(args.result, {
         "rps": args.rps, "seconds": args.seconds, "p50_ms": load["p50_ms"], "p99_ms": load["p99_ms"],
         "errors": load["errors"], **{k: v for k, v in load.items() if k not in ("p50_ms", "p99_ms", "errors")},
         **jobs, "goal_p99_ms": 50, "load_avg_at_start": load_at_start,

@@ -37,7 +37,7 @@ def guard(request: Request) -> None:
     request.state.user = user
 
 
-def current_user(request: Request) -> User:
+async def current_user(request: Request) -> User:
     user = getattr(request.state, "user", None)
     if user is None:
         raise HTTPException(403, detail="this route is for signed-in users, not for service calls")

@@ -31,7 +31,7 @@ def refusals() -> Iterator[None]:
         raise HTTPException(exc.status, detail=exc.detail) from None
 
 
-def service_only(request: Request, runtime: RuntimeDep) -> None:
+async def service_only(request: Request, runtime: RuntimeDep) -> None:
     if not is_service_call(request, runtime):
         raise HTTPException(403, detail="measurement tasks are created by autonn with the service token; "
                                         "start a latency_table job on autonn instead")

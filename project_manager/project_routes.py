@@ -145,8 +145,10 @@ class RunCreate(BaseModel):
 
 
 def _runs(runtime, project_id: str) -> list[Any]:  # noqa: ANN001
-    items, _ = runtime.jobs.list(kind="pipeline", limit=500)
-    return [j for j in items if j.params.get("project_id") == project_id]
+    # Found through the project's stage rows (indexed by project), not by scanning every project's
+    # pipeline jobs: a busy server would otherwise lose older runs past the scan's limit.
+    items, _ = runtime.jobs.list(kind="pipeline", ids=runtime.stages.run_ids(project_id), limit=500)
+    return items
 
 
 def _run(runtime, project_id: str, run_id: str):  # noqa: ANN001, ANN202
@@ -168,6 +170,7 @@ def _start(runtime, project: ProjectPublic, user, **params: Any) -> dict[str, An
                                         "cancel it or wait for it to end")
     check_budget(runtime, device=project.device, task=project.task, budget_ms=project.budget_ms)
     job = runtime.jobs.create(kind="pipeline", params={"project_id": project.id, "user": user.username, **params})
+    runtime.stages.ensure(run_id=job.id, project_id=project.id)
     runtime.enqueue(job.id)
     return _run_public(runtime, job)
 

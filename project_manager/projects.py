@@ -6,7 +6,7 @@ import uuid
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Table, delete, insert, select, update
+from sqlalchemy import Table, and_, delete, insert, select, update
 
 from project_manager.accounts import User
 from tango.db import Database
@@ -126,8 +126,19 @@ class Projects:
     def get(self, project_id: str, *, user: User | None, need: str = "viewer") -> ProjectPublic:
         """The project as `user` may see it. A project the user has no part in is reported as
         not found, so ids of other people's projects leak nothing."""
-        row = self._row(project_id)
-        role = self.role(project_id, user)
+        if user is None:
+            row, role = self._row(project_id), "owner"
+        else:  # the project and the user's part in it in one round trip: this runs on every project route
+            member = self.m.alias()
+            with self.db.begin() as conn:
+                found = conn.execute(select(self.t, member.c.role.label("member_role"))
+                                     .outerjoin(member, and_(member.c.project_id == self.t.c.id,
+                                                             member.c.user_id == user.id))
+                                     .where(self.t.c.id == project_id)).first()
+            if found is None:
+                raise ProjectNotFound(project_id)
+            row = {k: v for k, v in found._mapping.items() if k != "member_role"}
+            role = found.member_role or ("owner" if user.is_admin else None)
         if role is None:
             raise ProjectNotFound(project_id)
         if need == "owner" and role != "owner":

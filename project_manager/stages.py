@@ -25,6 +25,12 @@ class Stages:
                     conn.execute(insert(self.t).values(run_id=run_id, project_id=project_id, position=position,
                                                        name=name, state="pending", log=""))
 
+    def run_ids(self, project_id: str) -> list[str]:
+        """The project's runs: every run has its stage rows from the moment it is created."""
+        with self.db.begin() as conn:
+            return list(conn.execute(select(self.t.c.run_id).where(self.t.c.project_id == project_id)
+                                     .distinct()).scalars())
+
     def of_run(self, run_id: str) -> list[dict[str, Any]]:
         with self.db.begin() as conn:
             rows = conn.execute(select(self.t).where(self.t.c.run_id == run_id).order_by(self.t.c.position)).all()

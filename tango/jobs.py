@@ -9,7 +9,7 @@ import asyncio
 import difflib
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -146,9 +146,11 @@ class JobRepository:
         return JobRecord.from_row(row)
 
     def list(self, *, limit: int = 50, offset: int = 0, state: JobState | None = None,
-             kind: str | None = None) -> tuple[list[JobRecord], int]:
+             kind: str | None = None, ids: Collection[str] | None = None) -> tuple[list[JobRecord], int]:
         query = select(self.t)
         count = select(func.count()).select_from(self.t)
+        if ids is not None:
+            query, count = query.where(self.t.c.id.in_(list(ids))), count.where(self.t.c.id.in_(list(ids)))
         for column, value in ((self.t.c.state, state and state.value), (self.t.c.kind, kind)):
             if value is not None:
                 query, count = query.where(column == value), count.where(column == value)

@@ -78,7 +78,8 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def get_runtime(request: Request) -> ServiceRuntime:
+async def get_runtime(request: Request) -> ServiceRuntime:
+    # async: a sync dependency costs a thread-pool hop per request for a plain attribute read
     return request.app.state.runtime
 
 
