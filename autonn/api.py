@@ -95,7 +95,7 @@ def get_latency_report_plot(table_id: str, runtime: RuntimeDep) -> Response:
 async def import_latency_table(request: Request, runtime: RuntimeDep, supernet_id: str | None = None) -> dict[str, Any]:
     """Import a table measured elsewhere (an agent on the device, a GPU machine). With
     `supernet_id`, the table must be for that supernet's search space and options."""
-    from autonn.nas import register_table
+    from autonn.jobs.latency_table import register_table
 
     body = await request.body()
     try:

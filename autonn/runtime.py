@@ -6,7 +6,7 @@ from functools import cached_property
 
 from sqlalchemy import MetaData
 
-from autonn import nas
+from autonn.jobs import finetune, latency_table, search, train_supernet
 from autonn.records import Records, latency_tables_table, models_table, supernets_table
 from tango.jobs import JobKinds, jobs_table
 from tango.runtime import ServiceRuntime
@@ -21,10 +21,12 @@ TABLES = {"supernets": supernets_table(metadata), "latency_tables": latency_tabl
 
 kinds = JobKinds()
 kinds.register("selftest", SelftestParams)(selftest)
-kinds.register("train_supernet", nas.TrainSupernetParams, precheck=nas.precheck_train)(nas.train_supernet_job)
-kinds.register("latency_table", nas.LatencyTableParams, precheck=nas.precheck_latency)(nas.latency_table_job)
-kinds.register("search", nas.SearchParams, precheck=nas.precheck_search)(nas.search_job)
-kinds.register("finetune", nas.FinetuneParams, precheck=nas.precheck_finetune)(nas.finetune_job)
+kinds.register("train_supernet", train_supernet.TrainSupernetParams,
+               precheck=train_supernet.precheck_train)(train_supernet.train_supernet_job)
+kinds.register("latency_table", latency_table.LatencyTableParams,
+               precheck=latency_table.precheck_latency)(latency_table.latency_table_job)
+kinds.register("search", search.SearchParams, precheck=search.precheck_search)(search.search_job)
+kinds.register("finetune", finetune.FinetuneParams, precheck=finetune.precheck_finetune)(finetune.finetune_job)
 
 
 class AutonnRuntime(ServiceRuntime):

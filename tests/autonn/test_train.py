@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import functools
 import io
+import random
 import time
 
 import numpy as np
@@ -256,3 +257,32 @@ def test_ddp_gloo_two_ranks_on_cpu():
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
     state = torch.load(io.BytesIO(ckpt.saved[2]), weights_only=True)
     assert state["step"] == 2 * (128 // 2 // 16)  # each rank sees half the data per epoch
+
+
+def test_zero_init_residual_bn_and_extraction_matches_the_supernet_path():
+    space, net = make_supernet()
+    blocks = [b for stage in net.stages for b in stage]
+    assert all(torch.count_nonzero(b.bn3.bn.weight) == 0 for b in blocks)  # every block starts as its shortcut
+    net.eval()
+    x = torch.rand(2, 3, 24, 24)
+    small = space.smallest()
+    deep = {**small, "depths": [3] * len(small["depths"])}
+    net.set_active(small)
+    shallow_out = net(x)
+    net.set_active(deep)
+    # Blocks after a stage's first add nothing yet (ReLU of a non-negative input is the input).
+    assert torch.allclose(net(x), shallow_out, atol=1e-6)
+    # Once the gammas move (as training does), an extracted copy still computes the supernet path.
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for b in blocks:
+            b.bn3.bn.weight.normal_()
+            b.bn3.bn.running_mean.normal_(std=0.1)
+    rng = random.Random(0)
+    for arch in [space.largest(), small, deep, space.sample(rng), space.sample(rng)]:
+        net.set_active(arch)
+        size = space.input_size(arch)
+        xs = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+        want = net(xs)
+        assert want.abs().sum() > 0
+        assert torch.allclose(extract_copy(net, arch)(xs), want, atol=1e-5)

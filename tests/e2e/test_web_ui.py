@@ -92,12 +92,14 @@ def test_wizard_in_chromium(stack: Stack, tmp_path: Path):
     assert summary["progress"] == ["200 / 206 labelled", "206 / 206 labelled"]
     assert "measured on the first run" in summary["range_hint"]
     assert "greater than 0" in summary["budget_error"]
+    assert summary["finished_before_cancel"] >= 1 and summary["retried_run"] != summary["first_run"]
+    assert summary["carried_over"] >= summary["finished_before_cancel"]  # finished stages are not redone
     assert summary["run_state"] == "succeeded" and summary["report_svgs"] >= 2
     assert summary["package"]["gzip"] and summary["package"]["bytes"] > 1000
     assert "yes (ran it)" in summary["packages"] or "checked statically" in summary["packages"], summary["packages"]
     assert "meets the budgetyes" in summary["results"], summary["results"]
     assert summary["page_errors"] == []
-    assert len(list(ARTIFACTS.glob("*.png"))) == len(summary["steps"]) == 11
+    assert len(list(ARTIFACTS.glob("*.png"))) == len(summary["steps"]) == 12
 
     # What the browser labelled is what the labelling service holds; the import route is the project's own.
     ada = {"Authorization": "Bearer " + httpx.post(f"{pm}/auth/token", json={"username": "ada", "password":

@@ -140,8 +140,22 @@ try {
   await page.locator("tr.stage.running").first().waitFor({ timeout: 120_000 });
   await page.locator("tr.stage.succeeded").first().waitFor({ timeout: 120_000 });
   await snap("wizard-5-run-live");
+  // Cancel it mid-way, then retry: the retried run keeps the stages that had finished.
+  summary.first_run = (await page.getByTestId("run-id").textContent()).trim();
+  await page.getByRole("button", { name: "Cancel" }).click();
+  await page.getByTestId("run-state").filter({ hasText: /^cancelled$/ }).waitFor({ timeout: 180_000 });
+  summary.finished_before_cancel = await page.locator("tr.stage.succeeded").count();
+  await snap("wizard-5-run-cancelled");
+  await page.getByRole("button", { name: "Retry" }).click();
+  await page.waitForFunction((first) => {
+    const code = document.querySelector("[data-testid=run-id]");
+    return code && code.textContent.trim() !== first;
+  }, summary.first_run);
+  summary.retried_run = (await page.getByTestId("run-id").textContent()).trim();
+  await page.locator("tr.stage", { hasText: "carried over" }).first().waitFor({ timeout: 120_000 });
   await page.getByTestId("run-state").filter({ hasText: /succeeded|failed|cancelled/ }).waitFor({ timeout: 600_000 });
   summary.run_state = await page.getByTestId("run-state").textContent();
+  summary.carried_over = await page.locator("tr.stage", { hasText: "carried over" }).count();
   if (summary.run_state !== "succeeded") {
     await snap("wizard-5-run-failed");
     throw new Error(`the run ended ${summary.run_state}: ${await page.locator("table.stages").textContent()}`);

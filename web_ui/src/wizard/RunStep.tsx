@@ -95,7 +95,7 @@ export function RunStep({ projectId, importJobIds, run, onRun }: {
         </>
       ) : (
         <>
-          <p>Run <code>{run.id}</code>: <b data-testid="run-state">{run.state}</b> — {run.message}</p>
+          <p>Run <code data-testid="run-id">{run.id}</code>: <b data-testid="run-state">{run.state}</b> — {run.message}</p>
           <ProgressBar value={run.progress} label="run" />
           <StageList run={run} />
           {run.error && <p className="error">{run.error}</p>}

@@ -1,0 +1,109 @@
+"""Job kind `search`: the best sub-network under a budget (measured on the device, searched again with
+the measured correction) or a Pareto front."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from fastapi import HTTPException
+from pydantic import Field
+
+from autonn.jobs.common import HOST_DEVICE, load_supernet, measurer, ready_supernet, Strict
+from autonn.spaces import get_search_space
+from tango.queue import JobContext
+
+
+class SearchParams(Strict):
+    supernet_id: str
+    mode: Literal["budget", "front"] = "budget"
+    budget_ms: float | None = Field(None, gt=0, le=1e6, description="latency budget at batch 1 (mode budget)")
+    device: str = HOST_DEVICE
+    latency_table_id: str | None = Field(None, description="default: the newest table for this space and device")
+    n_points: int = Field(10, ge=2, le=100, description="points on the Pareto front (mode front)")
+    verify: bool = Field(True, description="measure chosen sub-networks on the device (the host only)")
+    population: int = Field(100, ge=8, le=2000)
+    generations: int = Field(60, ge=1, le=5000)
+    seed: int = 0
+
+
+def _load_table(runtime, supernet: dict[str, Any], p: SearchParams):  # noqa: ANN001, ANN202
+    from autonn.latency import LatencyTable
+
+    records = runtime.records
+    row = (records.get("latency_tables", p.latency_table_id) if p.latency_table_id else
+           records.latest_latency_table(space=supernet["space"], options=supernet["space_options"], device=p.device))
+    if row is None:
+        raise HTTPException(422, detail=f"there is no latency table for {supernet['space']} on {p.device!r}; "
+                                        "build one with a latency_table job (host) or import one")
+    table = LatencyTable.from_json(runtime.store.get_bytes(row["key"]))
+    space = get_search_space(supernet["space"], **supernet["space_options"])
+    try:
+        table.check_compatible(space)
+    except ValueError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+    return row["id"], table.bind(space), space
+
+
+def precheck_search(runtime, p: SearchParams) -> None:  # noqa: ANN001
+    from autonn.search import fastest_arch
+
+    supernet = ready_supernet(runtime, p.supernet_id)
+    _, table, space = _load_table(runtime, supernet, p)
+    if p.mode == "budget":
+        if p.budget_ms is None:
+            raise HTTPException(422, detail="a budget search needs budget_ms (the latency budget in ms at batch 1)")
+        _, fastest = fastest_arch(space=space, latency=table, seed=p.seed)
+        if p.budget_ms < fastest:
+            raise HTTPException(422, detail=f"a {p.budget_ms:g} ms budget is below the fastest sub-network on "
+                                            f"{p.device}: {fastest:.3g} ms predicted; raise the budget to at least "
+                                            f"{fastest:.3g} ms or pick a faster device")
+
+
+def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
+    """Evolutionary search over the accuracy predictor and the device's latency table; the winner
+    is measured on the device and the search repeats, stricter, until the measurement fits."""
+    from autonn.predictors import AccuracyPredictor
+    from autonn.search import pareto_front, search_under_budget
+
+    runtime = ctx.runtime
+    supernet_row = ready_supernet(runtime, p.supernet_id)
+    table_id, table, space = _load_table(runtime, supernet_row, p)
+    predictor = AccuracyPredictor.from_bytes(ctx.store.get_bytes(supernet_row["predictor_key"]), space=space)
+    verify = p.verify and p.device == HOST_DEVICE
+    measure = None
+    if verify:
+        _, supernet = load_supernet(ctx.store, supernet_row)
+        measure = measurer(space, supernet.extract, table.threads)
+    base = {"supernet_id": p.supernet_id, "latency_table_id": table_id, "device": p.device,
+            "noise_floor": table.noise_floor, "space": space.name}
+    started = time.monotonic()
+    ctx.progress(0.05, "searching")
+    if p.mode == "front":
+        points = pareto_front(space=space, accuracy=predictor.predict, latency=table, n_points=p.n_points,
+                              population=p.population, generations=p.generations, seed=p.seed)
+        front = []
+        for i, pt in enumerate(points):
+            front.append({"arch": pt.arch, "predicted_metric": float(pt.metric), "predicted_ms": float(pt.ms),
+                          "measured_ms": measure(pt.arch) if measure else None})
+            ctx.progress(0.3 + 0.7 * (i + 1) / len(points), f"measured {i + 1}/{len(points)} front points")
+        return {**base, "mode": "front", "front": front, "seconds": round(time.monotonic() - started, 2)}
+    if measure is None:
+        from autonn.search import evolve
+
+        res = evolve(space=space, accuracy=predictor.predict, latency=table, budget_ms=p.budget_ms,
+                     population=p.population, generations=p.generations, seed=p.seed, device_name=p.device)
+        return {**base, "mode": "budget", "budget_ms": p.budget_ms, "arch": res.arch,
+                "predicted_metric": float(res.predicted_metric), "predicted_ms": float(res.predicted_ms),
+                "measured_ms": None, "verified": False, "rounds": [],
+                "seconds": round(time.monotonic() - started, 2)}
+    res = search_under_budget(space=space, accuracy=predictor.predict, latency=table, measure=measure,
+                              budget_ms=p.budget_ms, device_name=p.device, seed=p.seed, population=p.population,
+                              generations=p.generations)
+    return {**base, "mode": "budget", "budget_ms": p.budget_ms, "arch": res.arch,
+            "predicted_metric": float(res.predicted_metric), "predicted_ms": float(res.predicted_ms),
+            "measured_ms": float(res.measured_ms), "verified": True, "fallback": res.fallback,
+            "rounds": [{"arch": r.arch, "predicted_metric": float(r.predicted_metric), "predicted_ms": float(r.predicted_ms),
+                        "latency_scale": float(r.scale), "measured_ms": float(r.measured_ms)}
+                       for r in res.rounds],
+            "seconds": round(time.monotonic() - started, 2)}

@@ -1,0 +1,112 @@
+"""Job kind `train_supernet`: train a supernet on a frozen dataset version, fit its accuracy predictor."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any, Literal
+
+import torch
+from fastapi import HTTPException
+from pydantic import Field
+
+from autonn.data import loaders_from_store
+from autonn.jobs.common import DEFAULT_SPACE, JobCheckpointer, pick_device, save_supernet_weights, stage_progress, Strict, supernet_keys
+from autonn.spaces import get_search_space
+from tango.datasets import load_version
+from tango.queue import JobContext
+from tango.store import ArtifactMissing
+
+
+class TrainSupernetParams(Strict):
+    dataset_id: str = Field(min_length=1, max_length=64)
+    dataset_version: str = Field(min_length=1, max_length=64)
+    space: str | None = Field(None, description="search space; default by the dataset's task")
+    space_options: dict[str, Any] = Field(default_factory=dict)
+    epochs: int = Field(10, ge=1, le=500)
+    batch_size: int = Field(64, ge=2, le=1024)
+    lr: float = Field(0.002, gt=0, le=10)
+    optimizer: Literal["adamw", "sgd"] = Field("adamw", description="AdamW was the stable choice on small data")
+    warmup_epochs: float = Field(0.5, ge=0, le=50)
+    n_random: int = Field(2, ge=0, le=8, description="random sub-networks per step (sandwich rule)")
+    predictor_archs: int = Field(60, ge=10, le=5000, description="sub-networks measured to fit the accuracy predictor")
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    reuse: bool = Field(True, description="reuse a ready supernet of the same space on the same dataset version")
+
+
+def precheck_train(runtime, params: TrainSupernetParams) -> None:  # noqa: ANN001
+    try:
+        manifest = load_version(runtime.store, params.dataset_id, params.dataset_version)
+    except ArtifactMissing:
+        raise HTTPException(422, detail=f"dataset {params.dataset_id} has no frozen version "
+                                        f"{params.dataset_version!r}; freeze one in the labelling service first") from None
+    try:
+        space = get_search_space(params.space or DEFAULT_SPACE[manifest.task], **params.space_options)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise HTTPException(422, detail=str(exc).strip('"')) from exc
+    if space.task != manifest.task:
+        raise HTTPException(422, detail=f"search space {space.name} is for {space.task}; "
+                                        f"dataset {params.dataset_id} is a {manifest.task} dataset")
+
+
+def train_supernet_job(ctx: JobContext, p: TrainSupernetParams) -> dict[str, Any]:
+    """Train a weight-sharing supernet on a frozen dataset version and fit its accuracy predictor."""
+    from autonn.predictors import fit_accuracy_predictor, measure_archs
+    from autonn.train import SeededShuffle, TrainConfig, train_supernet
+
+    records = ctx.runtime.records
+    manifest = load_version(ctx.store, p.dataset_id, p.dataset_version)
+    space = get_search_space(p.space or DEFAULT_SPACE[manifest.task], **p.space_options)
+    if p.reuse:
+        row = records.reusable_supernet(space=space.name, options=space.options, dataset_id=p.dataset_id,
+                                        version=p.dataset_version)
+        if row is not None and row["id"] != ctx.job_id:
+            return {"supernet_id": row["id"], "reused": True, **summary(row["metrics"])}
+    records.put_supernet(id=ctx.job_id, space=space.name, space_options=space.options, dataset_id=p.dataset_id,
+                         dataset_version=p.dataset_version, task=manifest.task, classes=manifest.classes,
+                         state="training")
+    device = pick_device(p.device)
+    torch.manual_seed(p.seed)
+    loaders = loaders_from_store(store=ctx.store, dataset_id=p.dataset_id, version=p.dataset_version, space=space,
+                                 batch_size=p.batch_size, train_sampler_factory=lambda n: SeededShuffle(n, seed=p.seed))
+    supernet = space.build_supernet(num_classes=loaders.num_classes)
+    config = TrainConfig(epochs=p.epochs, lr=p.lr, optimizer=p.optimizer, warmup_epochs=p.warmup_epochs,
+                         n_random=p.n_random, seed=p.seed, batch_size=p.batch_size)
+    started = time.monotonic()
+    common = dict(space=space, supernet=supernet, val_loader=loaders.val, config=config,
+                  checkpointer=JobCheckpointer(ctx, "supernet.pt"), progress=stage_progress(ctx, 0.0, 0.75),
+                  meta={"job_id": ctx.job_id, "dataset": [p.dataset_id, p.dataset_version]})
+    if device.type == "cuda" and torch.cuda.device_count() > 1:
+        from autonn.ddp import train_supernet_ddp
+
+        # One process per GPU; rank 0 (this worker) checkpoints and reports progress.
+        trained = train_supernet_ddp(train_dataset=loaders.train.dataset, collate_fn=loaders.train.collate_fn,
+                                     **common)
+    else:
+        trained = train_supernet(train_loader=loaders.train, device=device, **common)
+    supernet.cpu().eval()
+    keys = supernet_keys(ctx.job_id)
+    save_supernet_weights(ctx, supernet=supernet, space=space, num_classes=loaders.num_classes)
+    if ctx.store.exists(keys["pairs"]):
+        pairs = [(a, m) for a, m in ctx.store.get_json(keys["pairs"])]
+    else:
+        archs = space.distinct_samples(p.predictor_archs, seed=p.seed + 1)
+        pairs = measure_archs(space=space, supernet=supernet, archs=archs, calib_loader=loaders.calib,
+                              val_loader=loaders.val, device=torch.device("cpu"),
+                              progress=stage_progress(ctx, 0.75, 0.98))
+        ctx.store.put_if_absent(keys["pairs"], json.dumps(pairs).encode())
+    predictor = fit_accuracy_predictor(space=space, pairs=pairs, seed=p.seed)
+    ctx.store.put_if_absent(keys["predictor"], predictor.to_bytes())
+    metrics = {"val_largest": trained.final.get("val_largest"), "val_smallest": trained.final.get("val_smallest"),
+               "predictor": predictor.report, "history": trained.history, "epochs": p.epochs,
+               "train_seconds": round(time.monotonic() - started, 2), "device": str(device),
+               "cardinality": space.cardinality(), "dataset_hash": loaders.manifest_hash}
+    records.put_supernet(id=ctx.job_id, space=space.name, space_options=space.options, dataset_id=p.dataset_id,
+                         dataset_version=p.dataset_version, task=manifest.task, classes=manifest.classes,
+                         state="ready", weights_key=keys["weights"], predictor_key=keys["predictor"], metrics=metrics)
+    return {"supernet_id": ctx.job_id, "reused": False, **summary(metrics)}
+
+
+def summary(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: metrics.get(k) for k in ("val_largest", "val_smallest", "predictor", "cardinality", "train_seconds")}
