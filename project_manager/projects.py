@@ -24,7 +24,7 @@ class Training(BaseModel):
     supernet_epochs: int = Field(10, ge=1, le=500)
     finetune_epochs: int = Field(5, ge=0, le=500)
     batch_size: int = Field(64, ge=2, le=1024)
-    lr: float = Field(0.002, gt=0, le=10, description="supernet learning rate (AdamW)")
+    lr: float | None = Field(None, gt=0, le=10, description="supernet learning rate (AdamW); default by task")
     predictor_archs: int = Field(60, ge=10, le=5000)
     latency_networks: int = Field(30, ge=0, le=500)
     latency_max_age_days: float = Field(30.0, gt=0, description="reuse a latency table younger than this")

@@ -45,7 +45,7 @@ Wait = Annotated[bool, typer.Option(help="follow the job to its end")]
 def train(dataset: Annotated[str, typer.Option(help="dataset id")],
           version: Annotated[str, typer.Option(help="frozen dataset version")],
           space: str | None = None, space_options: Annotated[str | None, typer.Option(help="JSON")] = None,
-          epochs: int = 10, batch_size: int = 64, lr: float = 0.05, device: str = "auto", wait: Wait = True) -> None:
+          epochs: int = 10, batch_size: int = 64, lr: float | None = None, device: str = "auto", wait: Wait = True) -> None:
     """Train a supernet (sandwich rule, in-place distillation) and its accuracy predictor."""
     _run("train_supernet", {"dataset_id": dataset, "dataset_version": version, "space": space,
                             "space_options": _options(space_options), "epochs": epochs, "batch_size": batch_size,

@@ -398,25 +398,25 @@ export interface paths {
          * @description The project's dataset at the labelling service: `/projects/{id}/labelling/images` is
          *     `/datasets/{dataset}/images` there. Viewers may read; only owners may change.
          */
-        get: operations["labelling_proxy_projects__project_id__labelling__path__delete"];
+        get: operations["labelling_proxy_projects__project_id__labelling__path__post"];
         /**
          * Labelling Proxy
          * @description The project's dataset at the labelling service: `/projects/{id}/labelling/images` is
          *     `/datasets/{dataset}/images` there. Viewers may read; only owners may change.
          */
-        put: operations["labelling_proxy_projects__project_id__labelling__path__delete"];
+        put: operations["labelling_proxy_projects__project_id__labelling__path__post"];
         /**
          * Labelling Proxy
          * @description The project's dataset at the labelling service: `/projects/{id}/labelling/images` is
          *     `/datasets/{dataset}/images` there. Viewers may read; only owners may change.
          */
-        post: operations["labelling_proxy_projects__project_id__labelling__path__delete"];
+        post: operations["labelling_proxy_projects__project_id__labelling__path__post"];
         /**
          * Labelling Proxy
          * @description The project's dataset at the labelling service: `/projects/{id}/labelling/images` is
          *     `/datasets/{dataset}/images` there. Viewers may read; only owners may change.
          */
-        delete: operations["labelling_proxy_projects__project_id__labelling__path__delete"];
+        delete: operations["labelling_proxy_projects__project_id__labelling__path__post"];
         options?: never;
         head?: never;
         /**
@@ -424,7 +424,7 @@ export interface paths {
          * @description The project's dataset at the labelling service: `/projects/{id}/labelling/images` is
          *     `/datasets/{dataset}/images` there. Viewers may read; only owners may change.
          */
-        patch: operations["labelling_proxy_projects__project_id__labelling__path__delete"];
+        patch: operations["labelling_proxy_projects__project_id__labelling__path__post"];
         trace?: never;
     };
     "/projects/{project_id}/imports/{job_id}": {
@@ -1218,10 +1218,9 @@ export interface components {
             batch_size: number;
             /**
              * Lr
-             * @description supernet learning rate (AdamW)
-             * @default 0.002
+             * @description supernet learning rate (AdamW); default by task
              */
-            lr: number;
+            lr?: number | null;
             /**
              * Predictor Archs
              * @default 60
@@ -2099,7 +2098,7 @@ export interface operations {
             };
         };
     };
-    labelling_proxy_projects__project_id__labelling__path__delete: {
+    labelling_proxy_projects__project_id__labelling__path__post: {
         parameters: {
             query?: never;
             header?: never;
@@ -2131,7 +2130,7 @@ export interface operations {
             };
         };
     };
-    labelling_proxy_projects__project_id__labelling__path__delete: {
+    labelling_proxy_projects__project_id__labelling__path__post: {
         parameters: {
             query?: never;
             header?: never;
@@ -2163,7 +2162,7 @@ export interface operations {
             };
         };
     };
-    labelling_proxy_projects__project_id__labelling__path__delete: {
+    labelling_proxy_projects__project_id__labelling__path__post: {
         parameters: {
             query?: never;
             header?: never;
@@ -2195,7 +2194,7 @@ export interface operations {
             };
         };
     };
-    labelling_proxy_projects__project_id__labelling__path__delete: {
+    labelling_proxy_projects__project_id__labelling__path__post: {
         parameters: {
             query?: never;
             header?: never;
@@ -2227,7 +2226,7 @@ export interface operations {
             };
         };
     };
-    labelling_proxy_projects__project_id__labelling__path__delete: {
+    labelling_proxy_projects__project_id__labelling__path__post: {
         parameters: {
             query?: never;
             header?: never;
