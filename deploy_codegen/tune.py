@@ -95,7 +95,8 @@ def tune(ctx, params: TuneParams) -> dict[str, Any]:  # noqa: ANN001
         try:
             ms.relax_integration.tune_relax(
                 prepared, params={}, target=target, work_dir=work, max_trials_global=params.trials,
-                max_trials_per_task=params.max_trials_per_task, num_trials_per_iter=min(64, params.max_trials_per_task or params.trials, params.trials),
+                max_trials_per_task=params.max_trials_per_task,
+                num_trials_per_iter=min(64, params.max_trials_per_task or params.trials, params.trials),
                 builder=ms.builder.LocalBuilder(max_workers=cores, timeout_sec=params.builder_timeout_s),
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), Progress()], seed=0)
         except Exception:

@@ -133,12 +133,6 @@ class Accounts:
                                                                 self.tokens.c.user_id == user.id)
                                      .values(revoked=True)).rowcount)
 
-    def role(self, user: User, project_id: str) -> str | None:
-        with self.db.begin() as conn:
-            row = conn.execute(select(self.members.c.role).where(self.members.c.project_id == project_id,
-                                                                 self.members.c.user_id == user.id)).first()
-        return row.role if row else None
-
     def user_id(self, username: str) -> str | None:
         with self.db.begin() as conn:
             row = conn.execute(select(self.users.c.id).where(self.users.c.username == username)).first()

@@ -114,15 +114,6 @@ class Projects:
             raise ProjectNotFound(project_id)
         return dict(row._mapping)
 
-    def role(self, project_id: str, user: User | None) -> str | None:
-        """owner | viewer | None; None (a service call) sees everything as owner."""
-        if user is None:
-            return "owner"
-        with self.db.begin() as conn:
-            row = conn.execute(select(self.m.c.role).where(self.m.c.project_id == project_id,
-                                                           self.m.c.user_id == user.id)).first()
-        return row.role if row else ("owner" if user.is_admin else None)
-
     def get(self, project_id: str, *, user: User | None, need: str = "viewer") -> ProjectPublic:
         """The project as `user` may see it. A project the user has no part in is reported as
         not found, so ids of other people's projects leak nothing."""

@@ -150,7 +150,8 @@ class JobRepository:
         query = select(self.t)
         count = select(func.count()).select_from(self.t)
         if ids is not None:
-            query, count = query.where(self.t.c.id.in_(list(ids))), count.where(self.t.c.id.in_(list(ids)))
+            in_ids = self.t.c.id.in_(list(ids))
+            query, count = query.where(in_ids), count.where(in_ids)
         for column, value in ((self.t.c.state, state and state.value), (self.t.c.kind, kind)):
             if value is not None:
                 query, count = query.where(column == value), count.where(column == value)

@@ -11,7 +11,8 @@ from pydantic import Field
 
 from autonn.data import loaders_from_store
 from autonn.export import export_bundle
-from autonn.jobs.common import HOST_DEVICE, JobCheckpointer, load_supernet, measurer, pick_device, ready_supernet, stage_progress, Strict
+from autonn.jobs.common import (HOST_DEVICE, JobCheckpointer, load_supernet, measurer, pick_device,
+                               ready_supernet, stage_progress, Strict)
 from autonn.spaces import get_search_space
 from tango.queue import JobContext
 

@@ -11,7 +11,8 @@ from fastapi import HTTPException
 from pydantic import Field
 
 from autonn.data import loaders_from_store
-from autonn.jobs.common import DEFAULT_SPACE, JobCheckpointer, pick_device, save_supernet_weights, stage_progress, Strict, supernet_keys
+from autonn.jobs.common import (DEFAULT_SPACE, JobCheckpointer, pick_device, save_supernet_weights,
+                               stage_progress, Strict, supernet_keys)
 from autonn.spaces import get_search_space
 from tango.datasets import load_version
 from tango.queue import JobContext
