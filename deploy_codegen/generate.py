@@ -95,6 +95,10 @@ def generate(ctx, params: GenerateParams) -> dict[str, Any]:  # noqa: ANN001
     """Build, store and (unless verify is false) verify a package per target."""
     store, packages = ctx.store, Packages.of(ctx.runtime)
     options = resolve_all(params.targets, params.options)
+    if "tvm" in options:  # this machine's CPU by name, so the fingerprint says what was compiled for
+        from deploy_codegen.targets.tvm import resolve_cpu
+
+        options["tvm"].cpu = resolve_cpu(options["tvm"].cpu)
     source = load_source(store, params.model_id)
     n = len(options)
     results, rows = [], []
@@ -109,7 +113,7 @@ def generate(ctx, params: GenerateParams) -> dict[str, Any]:  # noqa: ANN001
             tuning = latest_tuning(store, source, opts) if opts.tune else None
             if opts.tune and tuning is None:
                 raise LookupError(f"no tuning database for model {source.model_id!r} with num_cores "
-                                  f"{opts.num_cores}; run a `tune` job first")
+                                  f"{opts.num_cores} and cpu {opts.cpu}; run a `tune` job first")
             name = package_name(target, opts)
             fp = fingerprint(source, target, opts, tuning)
             row = packages.get(source.model_id, name)

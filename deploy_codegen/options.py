@@ -64,6 +64,11 @@ class TargetOptions(BaseModel):
     tune: bool = False
     # tvm llvm: threads the compiled kernels use; None: this machine's cores.
     num_cores: int | None = Field(None, ge=1, le=512)
+    # tvm llvm: the CPU the kernels are compiled for (LLVM's -mcpu: "znver4", "skylake-avx512",
+    # "x86-64-v3", "generic"); None: this machine's. Without it LLVM emits baseline x86-64 (SSE2)
+    # and leaves AVX2/AVX-512 unused; a library built for a newer CPU stops on an older one, so
+    # the package checks the CPU's flags before loading it.
+    cpu: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$")
     # tvm cuda / tensorrt: the GPU architecture to compile for (the H100 is sm_90).
     cuda_arch: str = Field("sm_90", pattern=r"^sm_[0-9]{2,3}[a-z]?$")
 

@@ -30,6 +30,8 @@ def precheck_generate(runtime: ServiceRuntime, params: GenerateParams) -> None:
         options = resolve_all(params.targets, params.options)
     except OptionError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
+    if "tvm" in options:
+        _check_cpu(options["tvm"].cpu)
     _need_model(runtime, params.model_id)
     if any(o.tune for o in options.values()):
         try:
@@ -39,7 +41,8 @@ def precheck_generate(runtime: ServiceRuntime, params: GenerateParams) -> None:
         for target, opts in options.items():
             if opts.tune and latest_tuning(runtime.store, source, opts) is None:
                 raise HTTPException(422, detail=f"{target}: tune is true but model {params.model_id!r} has no "
-                                                f"tuning database for num_cores {opts.num_cores or 'default'}; "
+                                                f"tuning database for num_cores {opts.num_cores or 'default'} "
+                                                f"and cpu {opts.cpu or 'default'}; "
                                                 f"run a `tune` job with model_id {params.model_id!r} first")
 
 
@@ -50,7 +53,19 @@ def precheck_verify(runtime: ServiceRuntime, params: VerifyParams) -> None:
         raise HTTPException(422, detail=str(exc).strip("'\"")) from exc
 
 
+def _check_cpu(cpu: str | None) -> None:
+    if cpu is None:
+        return
+    from deploy_codegen.targets.tvm import resolve_cpu
+
+    try:
+        resolve_cpu(cpu)
+    except OptionError as exc:
+        raise HTTPException(422, detail=str(exc)) from exc
+
+
 def precheck_tune(runtime: ServiceRuntime, params: TuneParams) -> None:
+    _check_cpu(params.cpu)
     _need_model(runtime, params.model_id)
 
 

@@ -30,6 +30,8 @@ class TuneParams(BaseModel):
     max_trials_per_task: int | None = Field(None, ge=1, le=20000)
     num_cores: int | None = Field(None, ge=1, le=512, description="threads of the compiled kernels; default: "
                                                                    "this machine's cores")
+    cpu: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$",
+                            description="LLVM -mcpu the kernels are tuned for; default: this machine's CPU")
     builder_timeout_s: float = Field(180.0, gt=0, le=3600, description="per candidate; TVM's 30 s default "
                                                                        "fails every candidate on 2 cores")
     measure: bool = Field(True, description="time untuned and tuned builds on the reference input")
@@ -40,10 +42,14 @@ def tuning_prefix(model_id: str, job_id: str) -> str:
 
 
 def latest_tuning(store: Store, source: SourceModel, opts: TargetOptions) -> dict[str, Any] | None:
-    """The newest stored database made for this exact ONNX graph and core count."""
-    cores = opts.num_cores or os.cpu_count() or 1
+    """The newest stored database made for this exact ONNX graph, core count and CPU."""
+    from deploy_codegen.targets.tvm import resolve_cpu
+
+    cores, cpu = opts.num_cores or os.cpu_count() or 1, resolve_cpu(opts.cpu)
     metas = [store.get_json(k) for k in store.list(f"tuning/{source.model_id}") if k.endswith("/meta.json")]
-    fits = [m for m in metas if m["onnx_sha256"] == source.onnx_sha256 and m["num_cores"] == cores]
+    # A database tuned before the CPU was recorded was tuned for baseline x86-64.
+    fits = [m for m in metas if m["onnx_sha256"] == source.onnx_sha256 and m["num_cores"] == cores
+            and m.get("cpu", "x86-64") == cpu]
     return max(fits, key=lambda m: m["created_at"]) if fits else None
 
 
@@ -67,11 +73,11 @@ def tune(ctx, params: TuneParams) -> dict[str, Any]:  # noqa: ANN001
     from tvm.ir.utils import derived_object
     from tvm.s_tir import meta_schedule as ms
 
-    from deploy_codegen.targets.tvm import compile_module, import_onnx, llvm_target, prepare_for_tuning
+    from deploy_codegen.targets.tvm import compile_module, import_onnx, llvm_target, prepare_for_tuning, resolve_cpu
 
     source = load_source(ctx.store, params.model_id)
-    cores = params.num_cores or os.cpu_count() or 1
-    target = llvm_target(cores)
+    cores, cpu = params.num_cores or os.cpu_count() or 1, resolve_cpu(params.cpu)
+    target = llvm_target(cores, cpu)
     ctx.progress(0.02, "importing the ONNX graph into Relax")
     mod, weights = import_onnx(source)
     prepared = prepare_for_tuning(mod, target)
@@ -115,7 +121,8 @@ def tune(ctx, params: TuneParams) -> dict[str, Any]:  # noqa: ANN001
             latency = {"untuned_median_ms": _median_ms(compile_module(mod, target), weights, x),
                        "tuned_median_ms": _median_ms(compile_module(mod, target, database_dir=work), weights, x)}
     meta = {"job_id": ctx.job_id, "model_id": source.model_id, "onnx_sha256": source.onnx_sha256,
-            "target": str(target), "num_cores": cores, "trials": params.trials, "measured_trials": done["trials"],
+            "target": str(target), "num_cores": cores, "cpu": cpu, "trials": params.trials,
+            "measured_trials": done["trials"],
             "records": records, "seconds": round(seconds, 1), "prefix": prefix,
             "created_at": datetime.now(UTC).isoformat(), **latency}
     ctx.store.put_if_absent(f"{prefix}/meta.json", json.dumps(meta, indent=2).encode())

@@ -101,10 +101,23 @@ def finetune(run: Run) -> dict[str, Any]:
     return result
 
 
+def codegen_params(*, model_id: str, targets: list[str], device: str, facts: dict[str, Any] | None) -> dict[str, Any]:
+    params: dict[str, Any] = {"model_id": model_id, "targets": targets, "verify": True}
+    if "tvm" in targets and device != "host":
+        # TVM compiles for a named CPU (by default deploy_codegen's own machine's): for another
+        # device, the highest portable x86-64 level its agent reported, so the kernels run there.
+        from tango.agent import x86_level
+
+        params["options"] = {"tvm": {"cpu": x86_level(facts)}}
+    return params
+
+
 def codegen(run: Run) -> dict[str, Any]:
     model_id = run.results["finetune"]["model_id"]
-    _, result = run.child("codegen", "deploy_codegen", "generate", {"model_id": model_id,
-                                                                    "targets": run.project.targets, "verify": True})
+    targets, device = run.project.targets, run.project.device
+    facts = run.runtime.devices.get(device).facts if "tvm" in targets and device != "host" else None
+    _, result = run.child("codegen", "deploy_codegen", "generate",
+                          codegen_params(model_id=model_id, targets=targets, device=device, facts=facts))
     packages = run.clients["deploy_codegen"].request("GET", f"/packages/{model_id}")
     return {"model_id": model_id, "job": result, "packages": packages["packages"],
             "table_markdown": packages.get("table_markdown", "")}

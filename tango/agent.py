@@ -75,6 +75,31 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+# x86 extensions compiled code may rely on (/proc/cpuinfo names), and LLVM's portable x86-64
+# levels by what they require: a TVM package for a device is compiled for the highest it has.
+ISA_FLAGS = ("sse4_2", "popcnt", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe", "avx512f", "avx512bw",
+             "avx512cd", "avx512dq", "avx512vl", "avx512_vnni", "avx512_bf16")
+X86_LEVELS = (("x86-64-v4", {"avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl", "avx2", "fma", "bmi2"}),
+              ("x86-64-v3", {"avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe"}),
+              ("x86-64-v2", {"sse4_2", "popcnt"}))
+
+
+def _cpu_flags() -> list[str]:
+    try:
+        line = next((ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")), "")
+    except OSError:
+        return []
+    have = set(line.partition(":")[2].split())
+    return [f for f in ISA_FLAGS if f in have]
+
+
+def x86_level(facts: dict[str, Any] | None) -> str:
+    """The LLVM CPU a device's x86 code may be compiled for, from its reported flags: the highest
+    portable x86-64 level it has; plain x86-64 when it reported none (an older agent)."""
+    flags = set((facts or {}).get("cpu_flags") or [])
+    return next((name for name, need in X86_LEVELS if need <= flags), "x86-64")
+
+
 def _memory_gb() -> float | None:
     try:
         return round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
@@ -122,7 +147,7 @@ def device_facts(*, import_runtimes: bool = True, max_threads: int | None = None
     gpus = _gpus() if import_runtimes else []
     if gpus and found["torch"]:
         runtimes.append("pytorch-cuda")
-    return {"cpu": _cpu_model(), "cores": os.cpu_count() or 1, "memory_gb": _memory_gb(),
+    return {"cpu": _cpu_model(), "cpu_flags": _cpu_flags(), "cores": os.cpu_count() or 1, "memory_gb": _memory_gb(),
             "os": f"{platform.system()} {platform.release()}", "arch": platform.machine(), "board": _board(),
             "gpus": gpus, "runtimes": runtimes, "timing_runtimes": timing,
             "max_threads": max_threads or os.cpu_count() or 1, "versions": versions}

@@ -25,6 +25,23 @@ def _import_tvm(root: Path):
     return tvm, vm
 
 
+def _check_cpu(artifacts: dict) -> None:
+    """Refuse, in words, a library compiled for a CPU with extensions this one lacks: loading it
+    would end in an illegal-instruction crash at the first kernel."""
+    need = artifacts.get("cpu_flags")
+    cpuinfo = Path("/proc/cpuinfo")
+    if not need or not cpuinfo.exists():
+        return
+    line = next((ln for ln in cpuinfo.read_text().splitlines() if ln.startswith("flags")), None)
+    if line is None:
+        return
+    missing = sorted(set(need) - set(line.split(":", 1)[1].split()))
+    if missing:
+        raise RuntimeError(f"model-cpu.so was compiled for CPU {artifacts.get('cpu')!r} and uses "
+                           f"{', '.join(missing)}, which this CPU lacks; generate the tvm package again "
+                           "with the option cpu: generic (any x86-64) or this device's CPU")
+
+
 class Backend:
     def __init__(self, root: Path, manifest: dict, device: str, threads: int | None = None):
         self.device = device
@@ -37,6 +54,7 @@ class Backend:
             ctypes.CDLL(str(root / "vendor" / "tvm" / "lib" / "libtvm_runtime_cuda.so"), mode=ctypes.RTLD_GLOBAL)
             self.dev = tvm.cuda(0)
         else:
+            _check_cpu(artifacts)
             self.dev = tvm.cpu(0)
         lib = tvm.runtime.load_module(str(root / artifacts["library"][device]))
         self.vm = vm.VirtualMachine(lib, self.dev)
@@ -46,7 +64,7 @@ class Backend:
         self.tvm = tvm
         self.batch = int(manifest["input"]["shape"][0])
         self.info = {"runtime": "tvm", "version": tvm.__version__, "runtime_only": bool(tvm.base._RUNTIME_ONLY),
-                     "tuned": bool(manifest.get("tuning"))}
+                     "tuned": bool(manifest.get("tuning")), "compiled_for_cpu": artifacts.get("cpu")}
 
     def _run(self, x: np.ndarray) -> list[np.ndarray]:
         out = self.fn(self.tvm.runtime.tensor(np.ascontiguousarray(x, dtype=np.float32), device=self.dev),

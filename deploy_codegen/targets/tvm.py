@@ -23,11 +23,61 @@ from deploy_codegen.tune import DATABASE_FILES
 VENDOR_EXCLUDE = ("libtvm_compiler.so", "3rdparty", "include", "src", "__pycache__", "web")
 
 
-def llvm_target(num_cores: int | None):
+# LLVM's names of the x86 extensions that matter to compiled kernels -> /proc/cpuinfo's names.
+CPU_FLAGS = {"sse4.2": "sse4_2", "popcnt": "popcnt", "bmi": "bmi1", "bmi2": "bmi2", "movbe": "movbe", "avx": "avx",
+             "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512dq": "avx512dq", "avx512vl": "avx512vl", "avx512cd": "avx512cd",
+             "avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16"}
+PORTABLE_CPUS = ("generic", "x86-64")
+
+
+def _llvm(name: str):  # noqa: ANN202
+    import tvm  # registers the compiler's global functions with the FFI
+
+    return tvm.get_global_func(name)
+
+
+def host_cpu() -> str:
+    """This machine's CPU as LLVM names it (e.g. znver4, sapphirerapids)."""
+    return str(_llvm("target.llvm_get_system_cpu")())
+
+
+def resolve_cpu(cpu: str | None) -> str:
+    """The -mcpu to compile for: the one asked, checked against LLVM's list, else this machine's."""
+    if cpu is None:
+        return host_cpu()
+    if not bool(_llvm("target.llvm_is_valid_cpu")(cpu, str(_llvm("target.llvm_get_system_triple")()))):
+        from deploy_codegen.options import OptionError, did_you_mean
+
+        known = [str(c) for c in _llvm("target.llvm_get_cpu_archlist")(llvm_target(1, "generic"))]
+        raise OptionError(f"tvm: LLVM knows no CPU {cpu!r}{did_you_mean(cpu, known)}; use one of "
+                          f"{', '.join(PORTABLE_CPUS)} (any x86-64), this machine's {host_cpu()!r}, or a name "
+                          f"LLVM knows (e.g. x86-64-v3, skylake-avx512, znver4)")
+    return cpu
+
+
+def required_cpu_flags(cpu: str) -> list[str] | None:
+    """The /proc/cpuinfo flags a library built for `cpu` relies on: known for this machine's CPU
+    (LLVM reports its features), the portable x86-64 levels and the baseline (none); None for
+    other names."""
+    from tango.agent import X86_LEVELS
+
+    if cpu in PORTABLE_CPUS:
+        return []
+    levels = dict(X86_LEVELS)
+    if cpu in levels:
+        return sorted(levels[cpu])
+    if cpu != host_cpu():
+        return None
+    features = _llvm("tvm.codegen.llvm.GetHostCPUFeatures")()
+    return sorted(flag for name, flag in CPU_FLAGS.items() if bool(features.get(name, False)))
+
+
+def llvm_target(num_cores: int | None, cpu: str | None = None):
     import tvm
 
     # The dict form: string targets with -mcpu= etc. are rejected by TVM 0.27.
-    return tvm.target.Target({"kind": "llvm", "num-cores": int(num_cores or os.cpu_count() or 1)})
+    return tvm.target.Target({"kind": "llvm", "num-cores": int(num_cores or os.cpu_count() or 1),
+                              "mcpu": cpu or host_cpu()})
 
 
 def cuda_target(arch: str):
@@ -99,8 +149,15 @@ class TvmTarget(Target):
                 (pkg / "tuning" / name).write_bytes(inp.store.get_bytes(f"{inp.tuning['prefix']}/{name}"))
             notes.append(f"kernels scheduled from the MetaSchedule database of tune job {inp.tuning['job_id']} "
                          f"({inp.tuning['trials']} trials); the database ships in tuning/")
+        cpu = resolve_cpu(opts.cpu)
+        flags = required_cpu_flags(cpu)
+        if "cpu" in opts.devices:
+            needs = ("any x86-64" if flags == [] else f"a CPU with {', '.join(flags)}" if flags
+                     else "that CPU (its flags are not checked at load)")
+            notes.append(f"cpu: kernels compiled for {cpu}, so they run on {needs}; for another CPU generate "
+                         "again with the tvm option cpu (generic: any x86-64)")
         for device in opts.devices:
-            target = llvm_target(opts.num_cores) if device == "cpu" else cuda_target(opts.cuda_arch)
+            target = llvm_target(opts.num_cores, cpu) if device == "cpu" else cuda_target(opts.cuda_arch)
             inp.progress(f"tvm: compiling for {device} ({target.kind.name})")
             ex = compile_module(mod, target, database_dir=db_dir if device == "cpu" else None)
             name = f"model-{device}.so"
@@ -112,6 +169,7 @@ class TvmTarget(Target):
         vendor = vendor_runtime(pkg / "vendor")
         return BuildOutput(
             artifacts={"library": libraries, "params": "params.npz", "compiled_for": targets,
+                       "cpu": cpu, "cpu_flags": flags,
                        "runtime": vendor, "num_params": len(params)},
             toolchain={"apache-tvm": installed_version("apache-tvm"),
                        "apache-tvm-ffi": installed_version("apache-tvm-ffi"), "tvm_build": tvm.__version__},

@@ -54,6 +54,14 @@ def test_bad_option_is_refused_with_a_suggestion(client):
     assert client.get("/jobs").json()["total"] == 0
 
 
+def test_unknown_cpu_is_refused_with_a_suggestion(client):
+    detail = problem(post_generate(client, targets=["tvm"], options={"tvm": {"cpu": "znver44"}}), 422)
+    assert "LLVM knows no CPU 'znver44'" in detail and "did you mean 'znver4'" in detail and "generic" in detail
+    tune = client.post("/jobs", json={"kind": "tune", "params": {"model_id": "tiny-cls", "cpu": "skylake-avx5122"}})
+    assert "did you mean 'skylake-avx512'" in problem(tune, 422)
+    assert client.get("/jobs").json()["total"] == 0
+
+
 def test_unknown_target_gets_did_you_mean(client):
     detail = problem(post_generate(client, targets=["tensort"]), 422)
     assert "unknown target 'tensort'" in detail and "did you mean 'tensorrt'" in detail

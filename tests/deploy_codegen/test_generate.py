@@ -10,6 +10,7 @@ import subprocess
 import tarfile
 import threading
 import time
+from pathlib import Path
 
 import httpx
 import numpy as np
@@ -59,11 +60,33 @@ def test_classifier_every_target(runtime, classifier_id):
     assert tvm["report"]["runtime"]["runtime_only"] is True
     assert tvm["report"]["devices"] == {"cpu": "run", "cuda": "generated, not run (no cuda device here)"}
     assert set(tvm["manifest"]["artifacts"]["library"]) == {"cpu", "cuda"}
+    # Compiled for this machine's CPU by name (not baseline x86-64), with the flags it relies on,
+    # which this CPU has.
+    from deploy_codegen.targets.tvm import host_cpu
+
+    artifacts = tvm["manifest"]["artifacts"]
+    assert artifacts["cpu"] == host_cpu() and host_cpu() in artifacts["compiled_for"]["cpu"]
+    assert set(artifacts["cpu_flags"]) <= cpu_flags()
     top = tvm["report"]["image_parity"]["json"]["predictions"][0]
     assert top["label"] in CLASSES and 0 < top["score"] <= 1
     # The environments were the packages' own: the ONNX Runtime one holds no torch.
     assert rows["onnxruntime"]["report"]["environment"]["linked"] == {}
     assert "torch" in rows["pytorch"]["report"]["environment"]["linked"]
+
+
+def cpu_flags() -> set[str]:
+    line = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags"))
+    return set(line.split(":", 1)[1].split())
+
+
+def test_tvm_backend_refuses_a_cpu_without_the_compiled_for_extensions():
+    from deploy_codegen.package_files.backend_tvm import _check_cpu
+
+    _check_cpu({"cpu": "generic", "cpu_flags": []})
+    _check_cpu({"cpu": "znver4", "cpu_flags": None})  # a named CPU whose flags are unknown: not checked
+    _check_cpu({"cpu": "this", "cpu_flags": sorted(cpu_flags() & {"sse2", "avx2"})})
+    with pytest.raises(RuntimeError, match="uses no_such_extension, which this CPU lacks"):
+        _check_cpu({"cpu": "futurecpu", "cpu_flags": ["sse2", "no_such_extension"]})
 
 
 def test_detector_every_target(runtime, detector_id):

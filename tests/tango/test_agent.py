@@ -7,7 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from tango.agent import ModelRefused, _input_for, check_onnx, device_facts, interleave, make_session, noise_floor
+from tango.agent import (ISA_FLAGS, ModelRefused, _input_for, check_onnx, device_facts, interleave, make_session,
+                         noise_floor, x86_level)
 from tests.factories import onnx_colour_classifier
 
 
@@ -91,3 +92,15 @@ def test_device_facts_describe_this_machine():
     cheap = device_facts(import_runtimes=False)
     assert "onnxruntime" not in cheap["versions"] and "onnxruntime-cpu" in cheap["runtimes"]
     onnx.checker.check_model(onnx.load_from_string(onnx_colour_classifier()[0]))
+
+
+def test_x86_level_is_the_highest_portable_level_a_device_reported():
+    facts = device_facts(import_runtimes=False)
+    assert set(facts["cpu_flags"]) <= set(ISA_FLAGS)
+    v3 = ["sse4_2", "popcnt", "avx", "avx2", "fma", "f16c", "bmi1", "bmi2", "movbe"]
+    assert x86_level({"cpu_flags": v3}) == "x86-64-v3"
+    assert x86_level({"cpu_flags": [*v3, "avx512f", "avx512bw", "avx512cd", "avx512dq", "avx512vl"]}) == "x86-64-v4"
+    assert x86_level({"cpu_flags": [*v3, "avx512f"]}) == "x86-64-v3"  # AVX-512F alone is not v4
+    assert x86_level({"cpu_flags": ["sse4_2", "popcnt", "avx"]}) == "x86-64-v2"
+    # An agent that reported no flags (an older one) or no facts yet: the baseline, which runs anywhere.
+    assert x86_level({"cpu": "x"}) == x86_level(None) == "x86-64"

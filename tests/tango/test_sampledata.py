@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import yaml
 
-from tango.sampledata import (DIGIT_CLASSES, KNOWN_CLASSES, SHAPE_CLASSES, make_digits, make_shapes,
-                              write_yolo_dataset)
+import tango.sampledata as sampledata
+from tango.sampledata import (DIGIT_CLASSES, KNOWN_CLASSES, SHAPE_CLASSES, make_cluttered_digits, make_digits,
+                              make_shapes, write_yolo_dataset)
 
 
 def _same(a, b) -> bool:
@@ -68,6 +69,44 @@ def test_digits():
     assert np.array_equal(images, again) and np.array_equal(labels, labels_again)
     _, other = make_digits(size=16, seed=1)
     assert not np.array_equal(labels, other) and np.array_equal(np.sort(labels), np.sort(other))
+
+
+def test_cluttered_digits_are_seeded_and_prefix_stable():
+    images, labels = make_cluttered_digits(40, size=24, seed=2, part="train")
+    assert images.shape == (40, 24, 24, 3) and images.dtype == np.uint8 and labels.dtype == np.int64
+    again, labels_again = make_cluttered_digits(40, size=24, seed=2, part="train")
+    assert np.array_equal(images, again) and np.array_equal(labels, labels_again)
+    head, head_labels = make_cluttered_digits(10, size=24, seed=2, part="train")
+    assert np.array_equal(head, images[:10]) and np.array_equal(head_labels, labels[:10])
+    other, _ = make_cluttered_digits(10, size=24, seed=3, part="train")
+    assert not np.array_equal(other, head)
+    # The parts are different images, not the same draws relabelled.
+    test_images, _ = make_cluttered_digits(10, size=24, seed=2, part="test")
+    assert not np.array_equal(test_images, head)
+    assert make_cluttered_digits(0, size=24)[0].shape == (0, 24, 24, 3)
+
+
+def test_cluttered_digit_parts_never_share_a_glyph(monkeypatch):
+    pools = {part: set(sampledata._glyph_pool(part).tolist()) for part in sampledata.GLYPH_PARTS}
+    assert not pools["train"] & pools["val"] and not pools["train"] & pools["test"]
+    assert not pools["val"] & pools["test"]
+    assert set().union(*pools.values()) == set(range(1797))
+    # Every image of a part draws its glyph from that part's pool.
+    drawn: list[int] = []
+    real = sampledata._cluttered_digit
+
+    def spy(rng, size, pick):  # noqa: ANN001, ANN202
+        drawn.append(pick)
+        return real(rng, size, pick)
+
+    monkeypatch.setattr(sampledata, "_cluttered_digit", spy)
+    for part, pool in pools.items():
+        drawn.clear()
+        _, labels = make_cluttered_digits(30, size=24, seed=0, part=part)
+        assert len(drawn) == 30 and set(drawn) <= pool
+        assert labels.tolist() == [int(sampledata._digits()[1][g]) for g in drawn]
+    with pytest.raises(ValueError, match="unknown part"):
+        make_cluttered_digits(1, part="holdout")
 
 
 def test_write_yolo_dataset(tmp_path):
