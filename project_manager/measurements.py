@@ -71,6 +71,8 @@ class MeasurementPublic(BaseModel):
 
 class AgentFacts(Strict):
     cpu: Short
+    # x86 extensions the device has (tango.agent.ISA_FLAGS): what TVM may compile its kernels for.
+    cpu_flags: list[Short] = Field(default_factory=list, max_length=64)
     cores: int = Field(ge=1, le=1_000_000)
     memory_gb: float | None = Field(None, ge=0, allow_inf_nan=False)
     os: Short
