@@ -46,7 +46,7 @@ OPTIONS = {"resolutions": [24, 28, 32], "base_widths": [16, 32, 64, 128], "stem_
 # both, the standalone side too) and the label loss on distilled sub-networks.
 RECIPE = TASK_DEFAULTS["classify"]
 LR = RECIPE["lr"]
-HV_MARGIN = 0.05  # the hypervolume reference: the nadir of both measured fronts, pushed out by 5 % of each span
+HV_MARGIN = 0.05  # the hypervolume reference: the nadir of every measured front point, pushed out by 5 % of each span
 HV_EXTRA_GENERATIONS = (2, 9)  # shorter NSGA-II runs (about 300 and 1,000 queries) reported as extras
 HV_POINTS = 12  # front points measured per run, spread evenly over its latency range
 
@@ -56,7 +56,8 @@ DATASETS = {"digits": "sklearn digits 32 px (1,797 images; 70/15/15 split)",
                          "images; glyphs split 70/15/15)"}
 
 
-def digits_loaders(space, batch_size: int, seed: int, *, dataset: str = "digits", images: int = 3000):  # noqa: ANN001, ANN201
+def digits_loaders(space, batch_size: int, seed: int, *, dataset: str = "digits",  # noqa: ANN001, ANN201
+                   images: int = 3000):
     if dataset == "cluttered":
         # Val a fifth and test a third of train: at ~85 % top-1, 1,000 test images put one
         # standard error near a point, small against the spread between sub-networks.

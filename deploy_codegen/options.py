@@ -14,6 +14,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 Verification = Literal["run", "static"]
+CPU_NAME = r"^[a-z0-9][a-z0-9_.-]{0,39}$"  # an LLVM -mcpu name (checked against LLVM's list at request time)
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,7 @@ class TargetOptions(BaseModel):
     # "x86-64-v3", "generic"); None: this machine's. Without it LLVM emits baseline x86-64 (SSE2)
     # and leaves AVX2/AVX-512 unused; a library built for a newer CPU stops on an older one, so
     # the package checks the CPU's flags before loading it.
-    cpu: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$")
+    cpu: str | None = Field(None, pattern=CPU_NAME)
     # tvm cuda / tensorrt: the GPU architecture to compile for (the H100 is sm_90).
     cuda_arch: str = Field("sm_90", pattern=r"^sm_[0-9]{2,3}[a-z]?$")
 

@@ -31,7 +31,7 @@ def precheck_generate(runtime: ServiceRuntime, params: GenerateParams) -> None:
     except OptionError as exc:
         raise HTTPException(422, detail=str(exc)) from exc
     if "tvm" in options:
-        _check_cpu(options["tvm"].cpu)
+        _refuse_unknown_cpu(options["tvm"].cpu)
     _need_model(runtime, params.model_id)
     if any(o.tune for o in options.values()):
         try:
@@ -53,7 +53,7 @@ def precheck_verify(runtime: ServiceRuntime, params: VerifyParams) -> None:
         raise HTTPException(422, detail=str(exc).strip("'\"")) from exc
 
 
-def _check_cpu(cpu: str | None) -> None:
+def _refuse_unknown_cpu(cpu: str | None) -> None:
     if cpu is None:
         return
     from deploy_codegen.targets.tvm import resolve_cpu
@@ -65,7 +65,7 @@ def _check_cpu(cpu: str | None) -> None:
 
 
 def precheck_tune(runtime: ServiceRuntime, params: TuneParams) -> None:
-    _check_cpu(params.cpu)
+    _refuse_unknown_cpu(params.cpu)
     _need_model(runtime, params.model_id)
 
 

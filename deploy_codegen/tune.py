@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from deploy_codegen.options import TargetOptions
+from deploy_codegen.options import CPU_NAME, TargetOptions
 from deploy_codegen.source import MODEL_ID, SourceModel, load_source
 from tango.store import Store
 
@@ -30,7 +30,7 @@ class TuneParams(BaseModel):
     max_trials_per_task: int | None = Field(None, ge=1, le=20000)
     num_cores: int | None = Field(None, ge=1, le=512, description="threads of the compiled kernels; default: "
                                                                    "this machine's cores")
-    cpu: str | None = Field(None, pattern=r"^[a-z0-9][a-z0-9_.-]{0,39}$",
+    cpu: str | None = Field(None, pattern=CPU_NAME,
                             description="LLVM -mcpu the kernels are tuned for; default: this machine's CPU")
     builder_timeout_s: float = Field(180.0, gt=0, le=3600, description="per candidate; TVM's 30 s default "
                                                                        "fails every candidate on 2 cores")

@@ -114,13 +114,12 @@ def make_cluttered_digits(n: int, *, size: int = 32, seed: int = 0, part: str = 
     """`n` seeded classification samples, harder than `make_digits`: one scikit-learn glyph per
     image at 60-95 % of the side, anywhere, turned up to 10 degrees, darker or lighter than a
     noisy grey gradient, half of them crossed by a distractor stroke (grey, replicated to RGB).
-    `part` ("train", "val", "test") draws the
-    glyphs from a fixed 70/15/15 split of the 1,797, so a test image never shows a glyph seen in
-    training. ((n, size, size, 3) uint8, (n,) int64 labels)."""
-    pool = _glyph_pool(part)
+    `part` ("train", "val", "test") draws the glyphs from a fixed 70/15/15 split of the 1,797, so
+    a test image never shows a glyph seen in training. ((n, size, size, 3) uint8, (n,) int64 labels)."""
+    pool, part_index = _glyph_pool(part), list(GLYPH_PARTS).index(part)
     rows = []
     for i in range(n):
-        rng = np.random.default_rng([seed, list(GLYPH_PARTS).index(part), i])
+        rng = np.random.default_rng([seed, part_index, i])
         rows.append(_cluttered_digit(rng, size, int(rng.choice(pool))))
     images = np.stack([r[0] for r in rows]) if rows else np.zeros((0, size, size, 3), np.uint8)
     return images, np.array([r[1] for r in rows], dtype=np.int64)

@@ -25,8 +25,9 @@ VENDOR_EXCLUDE = ("libtvm_compiler.so", "3rdparty", "include", "src", "__pycache
 
 # LLVM's names of the x86 extensions that matter to compiled kernels -> /proc/cpuinfo's names.
 CPU_FLAGS = {"sse4.2": "sse4_2", "popcnt": "popcnt", "bmi": "bmi1", "bmi2": "bmi2", "movbe": "movbe", "avx": "avx",
-             "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512f", "avx512bw": "avx512bw", "avx512dq": "avx512dq", "avx512vl": "avx512vl", "avx512cd": "avx512cd",
-             "avx512vnni": "avx512_vnni", "avx512bf16": "avx512_bf16"}
+             "avx2": "avx2", "fma": "fma", "f16c": "f16c", "avx512f": "avx512f", "avx512bw": "avx512bw",
+             "avx512dq": "avx512dq", "avx512vl": "avx512vl", "avx512cd": "avx512cd", "avx512vnni": "avx512_vnni",
+             "avx512bf16": "avx512_bf16"}
 PORTABLE_CPUS = ("generic", "x86-64")
 
 
