@@ -6,9 +6,10 @@ On the generated shapes set (seeded, offline): train the YOLO-style supernet, fi
 predictor, build the host latency table, take `--searched` architectures spread along the
 predicted Pareto front, and train them *alone* the same way as a width/depth-scaled n/s/m family
 (same epochs, optimizer, data). Both are then measured: mAP50-95 on the test split and ONNX
-Runtime latency, all of them timed together in interleaved rounds at the end. The figure: at each family member's mAP, how much less latency the cheapest
-searched network reaching that mAP needs (`detection_latency_gain_at_equal_map`, the mean over
-family members a searched network reaches; null when none does). Writes bench/results/nas_detect.json.
+Runtime latency, all of them timed together in interleaved rounds at the end. The figure: at each
+family member's mAP, how much less latency the cheapest searched network reaching that mAP needs
+(`detection_latency_gain_at_equal_map`, the mean over family members a searched network reaches;
+null when none does). Writes bench/results/nas_detect.json.
 """
 
 from __future__ import annotations
@@ -99,16 +100,17 @@ def main() -> None:
         _, history = finetune(space=space, model=model, arch=arch, train_loader=loaders.train,
                               val_loader=loaders.val, config=config, device=cpu)
         mp = float(space.evaluate(model.eval(), loaders.test, arch=arch, device=cpu))
-        print(f"trained alone in {time.perf_counter() - t:.0f} s: mAP50-95 {mp:.3f}, {arch}", flush=True)
-        return {"arch": arch, "map50_95": mp, "train_seconds": round(time.perf_counter() - t, 1), "model": model}
+        seconds = round(time.perf_counter() - t, 1)
+        print(f"trained alone in {seconds:.0f} s: mAP50-95 {mp:.3f}, {arch}", flush=True)
+        return {"arch": arch, "map50_95": mp, "train_seconds": seconds, "model": model}
 
     fam = {name: train_alone(arch) for name, arch in family(space).items()}
     searched = [train_alone(arch) for arch in picks]
     # Every trained network timed in the same interleaved rounds, so drift hits all alike.
-    rows = [*fam.values(), *searched]
+    trained = [*fam.values(), *searched]
     timed = measure_network_ms(models={str(i): (r.pop("model"), network_input_shape(space, r["arch"]))
-                                       for i, r in enumerate(rows)}, threads=1, rounds=7)
-    for i, row in enumerate(rows):
+                                       for i, r in enumerate(trained)}, threads=1, rounds=7)
+    for i, row in enumerate(trained):
         row["latency_ms"], row["latency_noise"] = timed[str(i)]["median_ms"], timed[str(i)]["noise"]
     for name, row in fam.items():
         print(f"family {name}: mAP {row['map50_95']:.3f} at {row['latency_ms']:.2f} ms")
