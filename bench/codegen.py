@@ -100,6 +100,10 @@ def main() -> None:
     ap.add_argument("--tune-models", default=None, help="models to tune (default: every one of --models)")
     ap.add_argument("--tune-per-task", type=int, default=None,
                     help="MetaSchedule trials per kernel (spreads --tune-trials over every kernel)")
+    ap.add_argument("--tuning-dir", default=None,
+                    help="keep TVM tuning databases here: a model with one already here is not tuned again "
+                         "(tune under load once, then measure on a quiet machine)")
+    ap.add_argument("--result", default="codegen", help="bench/results/<name>.json")
     ap.add_argument("--cache", default=str(Path.home() / ".tango" / "cache" / "deploy_codegen"))
     ap.add_argument("--eager-only", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -127,6 +131,11 @@ def main() -> None:
         cache_dir(settings).parent.mkdir(parents=True, exist_ok=True)
         Path(args.cache).mkdir(parents=True, exist_ok=True)
         cache_dir(settings).symlink_to(Path(args.cache), target_is_directory=True)
+        kept = Path(args.tuning_dir) if args.tuning_dir else None
+        if kept is not None:  # databases tuned by an earlier run, into this run's store
+            for f in sorted(kept.rglob("*")):
+                if f.is_file():
+                    runtime.store.put_file(f.relative_to(kept).as_posix(), f)
         for name in args.models.split(","):
             model, task, size = build(name, args.size)
             classes = [f"class{i}" for i in range(10 if task == "classify" else 3)]
@@ -137,7 +146,13 @@ def main() -> None:
             timing = {"rounds": args.rounds, "warmup": args.warmup, "threads": args.threads}
             tvm_opts = {"num_cores": args.threads}
             targets: list[tuple[dict, str]] = [({"model_id": name, **timing, "options": {"tvm": tvm_opts}}, "")]
-            if args.tune_trials and (args.tune_models is None or name in args.tune_models.split(",")):
+            stored = [k for k in runtime.store.list(f"tuning/{name}") if k.endswith("/meta.json")]
+            if stored:
+                print(f"{name}: using the tuning database kept in {kept}", flush=True)
+                results.setdefault("tuning", {})[name] = {**runtime.store.get_json(stored[-1]), "reused": True}
+                targets.append(({"model_id": name, "targets": ["tvm"], **timing,
+                                 "options": {"tvm": {**tvm_opts, "tune": True}}}, "tuned"))
+            elif args.tune_trials and (args.tune_models is None or name in args.tune_models.split(",")):
                 tune = runtime.jobs.create(kind="tune", params={"model_id": name, "trials": args.tune_trials,
                                                                 "max_trials_per_task": args.tune_per_task,
                                                                 "num_cores": args.threads})
@@ -145,6 +160,9 @@ def main() -> None:
                 execute(runtime, tune.id)
                 tuned = runtime.jobs.get(tune.id)
                 results.setdefault("tuning", {})[name] = tuned.result or {"error": tuned.error}
+                for key in runtime.store.list(f"tuning/{name}") if kept is not None else []:
+                    (kept / key).parent.mkdir(parents=True, exist_ok=True)
+                    (kept / key).write_bytes(runtime.store.get_bytes(key))
                 targets.append(({"model_id": name, "targets": ["tvm"], **timing,
                                  "options": {"tvm": {**tvm_opts, "tune": True}}}, "tuned"))
             for params, _ in targets:
@@ -185,7 +203,7 @@ def main() -> None:
                        f"with {args.threads} thread(s) of the machine's {os.cpu_count()} cores; eager is torch in a "
                        "process of its own, same threads, "
                        "timed before and after the packages (the lower median is used).")
-    write_result("codegen", results)
+    write_result(args.result, results)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ LR = RECIPE["lr"]
 HV_MARGIN = 0.05  # the hypervolume reference: the nadir of every measured front point, pushed out by 5 % of each span
 HV_EXTRA_GENERATIONS = (2, 9)  # shorter NSGA-II runs (about 300 and 1,000 queries) reported as extras
 HV_POINTS = 12  # front points measured per run, spread evenly over its latency range
+HV_ROUNDS = 7  # interleaved timing rounds for the measured fronts (median per network)
 
 
 DATASETS = {"digits": "sklearn digits 32 px (1,797 images; 70/15/15 split)",
@@ -74,9 +75,9 @@ def digits_loaders(space, batch_size: int, seed: int, *, dataset: str = "digits"
                         batch_size=batch_size, train_sampler=SeededShuffle(len(samples["train"]), seed=seed))
 
 
-def measured_ms(space, supernet, archs, threads: int) -> list[float]:  # noqa: ANN001
+def measured_ms(space, supernet, archs, threads: int, rounds: int = 5) -> list[float]:  # noqa: ANN001
     models = {str(i): (supernet.extract(a), network_input_shape(space, a)) for i, a in enumerate(archs)}
-    timed = measure_network_ms(models=models, threads=threads, rounds=5)
+    timed = measure_network_ms(models=models, threads=threads, rounds=rounds)
     return [timed[str(i)]["median_ms"] for i in range(len(archs))]
 
 
@@ -87,7 +88,7 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=16)
     ap.add_argument("--budgets", type=int, default=20)
     ap.add_argument("--standalone", type=int, default=10, help="architectures also trained alone")
-    ap.add_argument("--predictor-archs", type=int, default=80)
+    ap.add_argument("--predictor-archs", type=int, default=200)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hv-seeds", type=int, default=3, help="NSGA-II and random-search runs per side")
@@ -161,12 +162,20 @@ def main() -> None:
     front = pareto_front(space=space, accuracy=predictor.predict, latency=table, n_points=10, seed=args.seed)
     result["front_seconds"] = time.perf_counter() - t
 
-    def measured_front(points) -> list[tuple[float, float]]:  # noqa: ANN001
-        chosen = spread_points(sorted(points, key=lambda p: p.ms), HV_POINTS)
-        ms = measured_ms(space, supernet, [p.arch for p in chosen], args.threads)
+    def measured_fronts(*fronts) -> list[list[tuple[float, float]]]:  # noqa: ANN002
+        """(test accuracy, ms) of HV_POINTS points of each front. Every front's points are timed in
+        the same interleaved rounds: timed one front after another, a load change between the calls
+        moved one side's whole front (seen: one random front 20-30 % faster than every other)."""
+        chosen = [spread_points(sorted(points, key=lambda p: p.ms), HV_POINTS) for points in fronts]
+        flat = [p for points in chosen for p in points]
+        ms = measured_ms(space, supernet, [p.arch for p in flat], args.threads, rounds=HV_ROUNDS)
         acc = [evaluate_subnet(space=space, supernet=supernet, arch=p.arch, calib_loader=loaders.calib,
-                               val_loader=loaders.test, device=cpu) for p in chosen]
-        return list(zip(acc, ms, strict=True))
+                               val_loader=loaders.test, device=cpu) for p in flat]
+        pts, out = list(zip(acc, ms, strict=True)), []
+        for points in chosen:
+            out.append(pts[:len(points)])
+            pts = pts[len(points):]
+        return out
 
     def nadir(pts) -> tuple[float, float]:  # noqa: ANN001
         """The worst accuracy and worst ms of the points, pushed out by HV_MARGIN of each span."""
@@ -183,8 +192,8 @@ def main() -> None:
             evo = nsga2(space=space, accuracy=predictor.predict, latency=table, seed=seed, generations=generations)
             rand = random_search(space=space, accuracy=predictor.predict, latency=table, queries=evo.queries,
                                  seed=seed)
-            runs.append({"seed": seed, "queries": evo.queries, "evo": measured_front(evo.front),
-                         "random": measured_front(rand.front),
+            evo_measured, rand_measured = measured_fronts(evo.front, rand.front)
+            runs.append({"seed": seed, "queries": evo.queries, "evo": evo_measured, "random": rand_measured,
                          "evo_predicted": [(p.metric, p.ms) for p in evo.front],
                          "random_predicted": [(p.metric, p.ms) for p in rand.front]})
         out: dict = {"queries": int(np.mean([r["queries"] for r in runs])), "seeds": seeds}
