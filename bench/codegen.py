@@ -150,8 +150,6 @@ def main() -> None:
             if stored:
                 print(f"{name}: using the tuning database kept in {kept}", flush=True)
                 results.setdefault("tuning", {})[name] = {**runtime.store.get_json(stored[-1]), "reused": True}
-                targets.append(({"model_id": name, "targets": ["tvm"], **timing,
-                                 "options": {"tvm": {**tvm_opts, "tune": True}}}, "tuned"))
             elif args.tune_trials and (args.tune_models is None or name in args.tune_models.split(",")):
                 tune = runtime.jobs.create(kind="tune", params={"model_id": name, "trials": args.tune_trials,
                                                                 "max_trials_per_task": args.tune_per_task,
@@ -163,6 +161,7 @@ def main() -> None:
                 for key in runtime.store.list(f"tuning/{name}") if kept is not None else []:
                     (kept / key).parent.mkdir(parents=True, exist_ok=True)
                     (kept / key).write_bytes(runtime.store.get_bytes(key))
+            if name in results.get("tuning", {}):  # tuned here or kept from an earlier run
                 targets.append(({"model_id": name, "targets": ["tvm"], **timing,
                                  "options": {"tvm": {**tvm_opts, "tune": True}}}, "tuned"))
             for params, _ in targets:

@@ -42,6 +42,16 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def measured_ms(space, supernet, archs, threads: int, rounds: int = 5) -> list[float]:  # noqa: ANN001
+    """Median ONNX Runtime ms of each arch, extracted from `supernet`, all timed in the same
+    interleaved rounds."""
+    from autonn.latency import measure_network_ms, network_input_shape
+
+    models = {str(i): (supernet.extract(a), network_input_shape(space, a)) for i, a in enumerate(archs)}
+    timed = measure_network_ms(models=models, threads=threads, rounds=rounds)
+    return [timed[str(i)]["median_ms"] for i in range(len(archs))]
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
     """bench/results/<name>.json with the commit and the machine added."""
     result = {**result, "commit": git("rev-parse", "HEAD"), "worktree_dirty": bool(git("status", "--porcelain")),

@@ -27,11 +27,11 @@ import time
 
 import numpy as np
 import torch
-from common import write_result
+from common import measured_ms, write_result
 
 from autonn.data import make_loaders
 from autonn.jobs.train_supernet import TASK_DEFAULTS
-from autonn.latency import build_latency_table, evaluate_latency_model, measure_network_ms, network_input_shape
+from autonn.latency import build_latency_table, evaluate_latency_model
 from autonn.predictors import fit_accuracy_predictor, measure_archs
 from autonn.pareto import spread_points
 from autonn.search import (BudgetUnreachable, evolve, hypervolume_2d, nsga2, pareto_front, random_search,
@@ -73,12 +73,6 @@ def digits_loaders(space, batch_size: int, seed: int, *, dataset: str = "digits"
         samples = {"test": rows[:cut_test], "val": rows[cut_test:cut_val], "train": rows[cut_val:]}
     return make_loaders(samples=samples, task="classify", classes=[str(d) for d in range(10)], space=space,
                         batch_size=batch_size, train_sampler=SeededShuffle(len(samples["train"]), seed=seed))
-
-
-def measured_ms(space, supernet, archs, threads: int, rounds: int = 5) -> list[float]:  # noqa: ANN001
-    models = {str(i): (supernet.extract(a), network_input_shape(space, a)) for i, a in enumerate(archs)}
-    timed = measure_network_ms(models=models, threads=threads, rounds=rounds)
-    return [timed[str(i)]["median_ms"] for i in range(len(archs))]
 
 
 def main() -> None:

@@ -25,7 +25,7 @@ import time
 
 import numpy as np
 import torch
-from common import write_result
+from common import measured_ms, write_result
 
 from autonn.data import make_loaders
 from autonn.evaluation import extract_copy, recalibrate_bn
@@ -100,12 +100,8 @@ def main() -> None:
     result.update(accuracy_predictor=predictor.report, latency_table_build_seconds=table.build_seconds)
     result["accuracy_predictor_n_archs"] = len(pairs)
 
-    def measured(archs: list[dict], rounds: int = 5) -> list[float]:
-        models = {str(i): (supernet.extract(a), network_input_shape(space, a)) for i, a in enumerate(archs)}
-        timed = measure_network_ms(models=models, threads=1, rounds=rounds)
-        return [timed[str(i)]["median_ms"] for i in range(len(archs))]
-
-    fam_ms = dict(zip(family(space), measured(list(family(space).values()), rounds=7), strict=True))
+    members = family(space)
+    fam_ms = dict(zip(members, measured_ms(space, supernet, list(members.values()), 1, rounds=7), strict=True))
     factors = [float(f) for f in args.budget_factors.split(",")]
     picks: dict[str, dict] = {}
     budgets = []
@@ -113,7 +109,7 @@ def main() -> None:
         for factor in factors:
             try:
                 res = search_under_budget(space=space, accuracy=predictor.predict, latency=table,
-                                          measure=lambda a: measured([a])[0], budget_ms=factor * ms,
+                                          measure=lambda a: measured_ms(space, supernet, [a], 1)[0], budget_ms=factor * ms,
                                           device_name="host", seed=args.seed)
             except BudgetUnreachable as exc:
                 budgets.append({"member": name, "factor": factor, "budget_ms": factor * ms, "refused": str(exc)})
