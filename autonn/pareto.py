@@ -121,7 +121,10 @@ def _crowding(metric: np.ndarray, ms: np.ndarray, ranks: np.ndarray) -> np.ndarr
 
 def nsga2(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, population: int = 100,
           generations: int = 100, seed: int = 0, mutation_prob: float = 0.1, crossover_prob: float = 0.9,
-          max_seconds: float | None = None) -> FrontResult:
+          max_seconds: float | None = None, min_front: int = 0) -> FrontResult:
+    """`min_front`: when the archive's front is still shorter after `generations`, keep evolving
+    (up to as many generations again) until it holds that many points: a coarse predictor or a
+    short run can otherwise hand back a 'front' of two or three points."""
     start, rng = time.perf_counter(), random.Random(seed)
     acc, lat = CountedPredictor(accuracy), CountedPredictor(latency)
     archive: dict[str, ParetoPoint] = {}
@@ -137,8 +140,10 @@ def nsga2(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, popula
     pop = evaluate([space.validate(space.smallest()), space.validate(space.largest())] +
                    [space.sample(rng) for _ in range(population - 2)])
     pop = list({arch_json_key(p.arch): p for p in pop}.values())
-    for _ in range(generations):
+    for gen in range(2 * generations):
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
+            break
+        if gen >= generations and len(non_dominated(archive.values())) >= min_front:
             break
         metric, ms = np.array([p.metric for p in pop]), np.array([p.ms for p in pop])
         ranks = _ranks(metric, ms)
@@ -178,7 +183,7 @@ def pareto_front(*, space: SearchSpace, accuracy: Predictor, latency: Predictor,
                  population: int = 100, generations: int = 100, seed: int = 0, **nsga_kwargs: Any) -> list[ParetoPoint]:
     """`n_points` non-dominated (arch, metric, ms) points spread across the latency range, by ms."""
     result = nsga2(space=space, accuracy=accuracy, latency=latency, population=population,
-                   generations=generations, seed=seed, **nsga_kwargs)
+                   generations=generations, seed=seed, min_front=n_points, **nsga_kwargs)
     return spread_points(result.front, n_points)
 
 

@@ -87,7 +87,10 @@ def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
             front.append({"arch": pt.arch, "predicted_metric": float(pt.metric), "predicted_ms": float(pt.ms),
                           "measured_ms": measure(pt.arch) if measure else None})
             ctx.progress(0.3 + 0.7 * (i + 1) / len(points), f"measured {i + 1}/{len(points)} front points")
-        return {**base, "mode": "front", "front": front, "seconds": round(time.monotonic() - started, 2)}
+        short = {"note": f"only {len(front)} of the {p.n_points} points asked for: the accuracy predictor tells "
+                         f"apart no more trade-offs in this space; train the supernet with a larger "
+                         f"predictor_archs for a finer front"} if len(front) < p.n_points else {}
+        return {**base, "mode": "front", "front": front, **short, "seconds": round(time.monotonic() - started, 2)}
     if measure is None:
         from autonn.search import evolve
 

@@ -44,6 +44,13 @@ def test_predictor_ranks_held_out_archs(linear_predictor):
     assert kendalltau([m for _, m in fresh], linear_predictor.predict([a for a, _ in fresh])).statistic > 0.7
 
 
+def test_few_pairs_fit_only_ridge():
+    # 12 pairs against 41 features: K-fold tau cannot choose a non-linear model honestly.
+    pred = fit_accuracy_predictor(space=SPACE, pairs=synthetic_pairs(12, nonlinear=True), seed=0)
+    assert {c["model"] for c in pred.report["candidates"]} == {"ridge"} and pred.kind == "ridge"
+    assert len(set(np.round(pred.predict([SPACE.sample(random.Random(i)) for i in range(50)]), 9))) == 50
+
+
 def test_predictor_handles_a_nonlinear_surface():
     pred = fit_accuracy_predictor(space=SPACE, pairs=synthetic_pairs(300, nonlinear=True, noise=0.005), seed=1)
     r = pred.report

@@ -120,6 +120,16 @@ def test_pareto_front_is_spread_and_non_dominated():
     assert span > 0.5 * (SLOWEST - FASTEST)
 
 
+def test_a_short_run_keeps_evolving_until_the_front_is_full():
+    short = nsga2(space=SPACE, accuracy=accuracy, latency=latency, population=10, generations=2, seed=0)
+    assert len(short.front) < 12  # two generations of ten archs fall short of a 12-point front ...
+    full = nsga2(space=SPACE, accuracy=accuracy, latency=latency, population=10, generations=2, seed=0, min_front=12)
+    assert len(full.front) >= 12 and full.queries > short.queries  # ... so it ran on until it held 12
+    points = pareto_front(space=SPACE, accuracy=accuracy, latency=latency, n_points=12, population=10,
+                          generations=2, seed=0)
+    assert len(points) == 12
+
+
 def test_evolution_beats_random_search_at_equal_queries():
     front = nsga2(space=SPACE, accuracy=accuracy, latency=latency, population=50, generations=30, seed=0)
     rand = random_search(space=SPACE, accuracy=accuracy, latency=latency, queries=front.queries, seed=0)
