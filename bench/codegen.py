@@ -98,6 +98,8 @@ def main() -> None:
                     help="CPU threads for eager and every package (1: steadier on a shared machine)")
     ap.add_argument("--tune-trials", type=int, default=0, help="also tune TVM (slow: minutes per 100 trials)")
     ap.add_argument("--tune-models", default=None, help="models to tune (default: every one of --models)")
+    ap.add_argument("--tune-per-iter", type=int, default=None,
+                    help="MetaSchedule candidates per round of one kernel (small: the slowest kernels get more)")
     ap.add_argument("--tune-per-task", type=int, default=None,
                     help="MetaSchedule trials per kernel (spreads --tune-trials over every kernel)")
     ap.add_argument("--tuning-dir", default=None,
@@ -153,6 +155,7 @@ def main() -> None:
             elif args.tune_trials and (args.tune_models is None or name in args.tune_models.split(",")):
                 tune = runtime.jobs.create(kind="tune", params={"model_id": name, "trials": args.tune_trials,
                                                                 "max_trials_per_task": args.tune_per_task,
+                                                                "trials_per_iter": args.tune_per_iter,
                                                                 "num_cores": args.threads})
                 print(f"{name}: tuning TVM ({args.tune_trials} trials) ...", flush=True)
                 execute(runtime, tune.id)

@@ -28,7 +28,7 @@ import torch
 from common import measured_ms, write_result
 
 from autonn.data import make_loaders
-from autonn.evaluation import extract_copy, recalibrate_bn
+from autonn.delivery import deliver_subnet
 from autonn.jobs.finetune import FinetuneParams
 from autonn.latency import build_latency_table, measure_network_ms, network_input_shape
 from autonn.predictors import fit_accuracy_predictor, measure_archs
@@ -135,21 +135,12 @@ def main() -> None:
     tuned = FinetuneParams.model_fields  # the finetune job's defaults: what Tango hands a user
 
     def deliver(arch: dict) -> float:
-        """Test mAP50-95 of `arch` the way the product's finetune job makes it: weights from the
-        supernet, BN recalibrated, fine-tuned with the job's defaults (distilling from the
-        supernet), the fine-tune kept only if it helped on val."""
-        model = extract_copy(supernet, arch)
-        recalibrate_bn(model=model, loader=loaders.calib, space=space, arch=arch, device=cpu)
-        before = float(space.evaluate(model.eval(), loaders.val, arch=arch, device=cpu))
-        initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        """Test mAP50-95 of `arch` as the product's finetune job makes it (its defaults)."""
         ft = TrainConfig(epochs=tuned["epochs"].default, lr=tuned["lr"].default, optimizer=tuned["optimizer"].default,
                          seed=args.seed)
-        after, _ = finetune(space=space, model=model.train(), arch=arch, train_loader=loaders.train,
-                            val_loader=loaders.val, config=ft, device=cpu,
-                            teacher=supernet if tuned["distill"].default else None)
-        if after < before:
-            model.load_state_dict(initial)
-        return float(space.evaluate(model.eval(), loaders.test, arch=arch, device=cpu))
+        got = deliver_subnet(space=space, supernet=supernet, arch=arch, loaders=loaders, config=ft, device=cpu,
+                             distill=tuned["distill"].default)
+        return float(space.evaluate(got.model, loaders.test, arch=arch, device=cpu))
 
     fam = {name: train_alone(arch) for name, arch in family(space).items()}
     searched = [train_alone(arch) for arch in picks.values()]

@@ -28,6 +28,9 @@ class TuneParams(BaseModel):
     model_id: str = Field(pattern=MODEL_ID)
     trials: int = Field(64, ge=1, le=20000, description="MetaSchedule trials over all kernels")
     max_trials_per_task: int | None = Field(None, ge=1, le=20000)
+    trials_per_iter: int | None = Field(None, ge=1, le=512, description=(
+        "candidates per tuning round of one kernel; default min(64, max_trials_per_task, trials). Small "
+        "rounds under a large per-kernel cap let the scheduler give the slowest kernels the most trials"))
     num_cores: int | None = Field(None, ge=1, le=512, description="threads of the compiled kernels; default: "
                                                                    "this machine's cores")
     cpu: str | None = Field(None, pattern=CPU_NAME,
@@ -102,8 +105,12 @@ def tune(ctx, params: TuneParams) -> dict[str, Any]:  # noqa: ANN001
             ms.relax_integration.tune_relax(
                 prepared, params={}, target=target, work_dir=work, max_trials_global=params.trials,
                 max_trials_per_task=params.max_trials_per_task,
-                num_trials_per_iter=min(64, params.max_trials_per_task or params.trials, params.trials),
-                builder=ms.builder.LocalBuilder(max_workers=cores, timeout_sec=params.builder_timeout_s),
+                num_trials_per_iter=params.trials_per_iter or min(64, params.max_trials_per_task or params.trials,
+                                                                  params.trials),
+                # Candidates are compiled on every core even when the kernels run on fewer: building
+                # is most of a trial's time, and builds finish before the runner times them.
+                builder=ms.builder.LocalBuilder(max_workers=max(cores, os.cpu_count() or 1),
+                                                timeout_sec=params.builder_timeout_s),
                 measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"), Progress()], seed=0)
         except Exception:
             if done["cancelled"]:
@@ -122,6 +129,7 @@ def tune(ctx, params: TuneParams) -> dict[str, Any]:  # noqa: ANN001
                        "tuned_median_ms": _median_ms(compile_module(mod, target, database_dir=work), weights, x)}
     meta = {"job_id": ctx.job_id, "model_id": source.model_id, "onnx_sha256": source.onnx_sha256,
             "target": str(target), "num_cores": cores, "cpu": cpu, "trials": params.trials,
+            "max_trials_per_task": params.max_trials_per_task, "trials_per_iter": params.trials_per_iter,
             "measured_trials": done["trials"],
             "records": records, "seconds": round(seconds, 1), "prefix": prefix,
             "created_at": datetime.now(UTC).isoformat(), **latency}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any, Literal
 
-import torch
 from fastapi import HTTPException
 from pydantic import Field
 
@@ -59,41 +58,26 @@ def precheck_finetune(runtime, p: FinetuneParams) -> None:  # noqa: ANN001
 
 def finetune_job(ctx: JobContext, p: FinetuneParams) -> dict[str, Any]:
     """Fine-tune the chosen sub-network, measure it, and export ONNX + TorchScript + model card."""
+    from autonn.delivery import CPU, deliver_subnet
     from autonn.latency import LatencyTable
-    from autonn.train import SeededShuffle, TrainConfig, evaluate_subnet, finetune
+    from autonn.train import SeededShuffle, TrainConfig
 
     runtime = ctx.runtime
     row = ready_supernet(runtime, p.supernet_id)
     arch, searched = _arch_source(runtime, p)
     space, supernet = load_supernet(ctx.store, row)
     arch = space.validate(arch)
-    device = pick_device(p.device)
     loaders = loaders_from_store(store=ctx.store, dataset_id=row["dataset_id"], version=row["dataset_version"],
                                  space=space, batch_size=p.batch_size,
                                  train_sampler_factory=lambda n: SeededShuffle(n, seed=p.seed))
-    before = evaluate_subnet(space=space, supernet=supernet, arch=arch, calib_loader=loaders.calib,
-                             val_loader=loaders.val, device=torch.device("cpu"))
-    ctx.progress(0.05, f"sub-network from the supernet: val {before:.4f}")
-    from autonn.train import extract_copy, recalibrate_bn
-
-    model = extract_copy(supernet, arch)
-    recalibrate_bn(model=model, loader=loaders.calib, space=space, arch=arch, device=torch.device("cpu"))
-    metric, history = before, []
-    initial = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if p.epochs > 0:
-        config = TrainConfig(epochs=p.epochs, lr=p.lr, seed=p.seed, batch_size=p.batch_size, optimizer=p.optimizer)
-        metric, history = finetune(space=space, model=model, arch=arch, train_loader=loaders.train,
-                                   val_loader=loaders.val, config=config, device=device,
-                                   teacher=supernet if p.distill else None,
-                                   checkpointer=JobCheckpointer(ctx, "finetune.pt"),
-                                   progress=stage_progress(ctx, 0.05, 0.8), meta={"job_id": ctx.job_id})
-    model = model.cpu().eval()
-    kept_finetune = metric >= before
-    if not kept_finetune:
-        # Fine-tuning made it worse on validation: ship the sub-network as the supernet trained it.
-        model.load_state_dict(initial)
-        metric = before
-    test_metric = space.evaluate(model, loaders.test, arch=arch, device=torch.device("cpu")) if loaders.test else None
+    ctx.progress(0.05, "fine-tuning the sub-network from the supernet")
+    config = TrainConfig(epochs=p.epochs, lr=p.lr, seed=p.seed, batch_size=p.batch_size, optimizer=p.optimizer)
+    delivered = deliver_subnet(space=space, supernet=supernet, arch=arch, loaders=loaders, config=config,
+                               device=pick_device(p.device), distill=p.distill,
+                               checkpointer=JobCheckpointer(ctx, "finetune.pt"),
+                               progress=stage_progress(ctx, 0.05, 0.8), meta={"job_id": ctx.job_id})
+    model, metric, before, history = delivered.model, delivered.val, delivered.val_before, delivered.history
+    test_metric = space.evaluate(model, loaders.test, arch=arch, device=CPU) if loaders.test else None
     ctx.progress(0.82, "measuring latency")
     latency: dict[str, Any] = {"device": searched.get("device", HOST_DEVICE), "budget_ms": searched.get("budget_ms"),
                                "predicted_ms": None, "measured_ms": None, "noise_floor": None, "runtime": None}
@@ -111,7 +95,7 @@ def finetune_job(ctx: JobContext, p: FinetuneParams) -> dict[str, Any]:
     card = {"model_id": ctx.job_id, "arch": arch, "space": space.name, "space_options": space.options,
             "classes": row["classes"], "metric": {"name": metric_name, "val": float(metric),
                                                   "val_before_finetune": float(before),
-                                                  "finetune_kept": kept_finetune,
+                                                  "finetune_kept": delivered.kept_finetune,
                                                   "test": float(test_metric) if test_metric is not None else None},
             "latency": latency, "dataset": {"id": row["dataset_id"], "version": row["dataset_version"],
                                             "content_hash": loaders.manifest_hash},
