@@ -52,6 +52,20 @@ def measured_ms(space, supernet, archs, threads: int, rounds: int = 5) -> list[f
     return [timed[str(i)]["median_ms"] for i in range(len(archs))]
 
 
+def timed_again(*, table, space, first: dict[str, Any], num_classes: int, **evaluate_kwargs: Any) -> dict[str, Any]:  # noqa: ANN001
+    """Time the networks of `first` (an evaluate_latency_model report) once more: the Kendall tau
+    between the two timings is the ceiling any latency predictor's tau can reach on this machine."""
+    from autonn.latency import evaluate_latency_model, kendall_tau
+
+    again = evaluate_latency_model(table=table, space=space, num_classes=num_classes, n_networks=first["n_networks"],
+                                   **evaluate_kwargs)
+    if again["archs"] != first["archs"]:
+        raise ValueError("the second timing must be of the same networks (same n_networks and seed)")
+    return {"kendall_tau_retest": kendall_tau(first["measured_ms"], again["measured_ms"]),
+            "kendall_tau_second_timing": again["kendall_tau"], "mape_second_timing": again["mape"],
+            "noise_floor_second_timing": again["noise_floor"]}
+
+
 def write_result(name: str, result: dict[str, Any]) -> Path:
     """bench/results/<name>.json with the commit and the machine added."""
     result = {**result, "commit": git("rev-parse", "HEAD"), "worktree_dirty": bool(git("status", "--porcelain")),
