@@ -62,6 +62,7 @@ def main() -> None:
                     help="budgets searched per family member, as fractions of its measured latency")
     ap.add_argument("--predictor-archs", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--result", default="nas_detect", help="bench/results/<name>.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
     cpu = torch.device("cpu")
@@ -185,7 +186,7 @@ def main() -> None:
     print(f"delivered (supernet weights + the finetune job's recipe): latency gain at equal mAP {gains}, "
           f"mAP gain at equal latency {map_gains}")
     print(f"trained alone: latency gain at equal mAP {gains_alone}, mAP gain at equal latency {map_gains_alone}")
-    write_result("nas_detect", result)
+    write_result(args.result, result)
 
 
 if __name__ == "__main__":

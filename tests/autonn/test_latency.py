@@ -164,7 +164,15 @@ def test_build_and_evaluate_a_tiny_table():
                                     runs_per_round=5)
     print({k: v for k, v in report.items() if not isinstance(v, list)}, table.correction)
     assert report["n_networks"] == 6 and len(report["predicted_ms"]) == 6
-    assert 0 <= report["mape"] < 1 and -1 <= report["kendall_tau"] <= 1
+    # How close the table comes is the bench's to measure (bench/latency.py): on a shared host the
+    # timings drift between the build and this evaluation (CI once saw 2x), so only the report's
+    # own arithmetic is checked here.
+    predicted, measured = np.array(report["predicted_ms"]), np.array(report["measured_ms"])
+    assert (predicted > 0).all() and (measured > 0).all()
+    assert report["mape"] == pytest.approx(float(np.mean(np.abs(predicted - measured) / measured)))
+    assert report["within_10pct"] == pytest.approx(float(np.mean(np.abs(predicted - measured) / measured <= 0.10)))
+    assert report["kendall_tau"] == pytest.approx(kendall_tau(predicted, measured))
+    assert np.allclose(predicted, table.predict_many(space.distinct_samples(6, seed=1, extremes=False)))
     with pytest.raises(ValueError, match="same count"):
         evaluate_latency_model(table=table, space=space, num_classes=10, threads=2)
 

@@ -93,7 +93,9 @@ def test_project_run_kill_fail_edit_retry(stack: Stack):
     too_low = httpx.patch(f"{pm}/projects/{pid}", headers=ada, json={"budget_ms": span["fastest_ms"] / 10})
     assert too_low.status_code == 422 and "below the fastest network measured on host" in too_low.json()["detail"]
     assert httpx.patch(f"{pm}/projects/{pid}", headers=bob, json={"budget_ms": 1}).status_code == 404
-    budget = span["largest_ms"] * 1.5
+    # Three times the largest network: the report's latency is timed again after fine-tuning, and on
+    # a shared host timings have drifted 2x between phases (CI saw it); the budget must hold anyway.
+    budget = span["largest_ms"] * 3
     assert httpx.patch(f"{pm}/projects/{pid}", headers=ada, json={"budget_ms": budget}).status_code == 200
 
     retry = httpx.post(f"{pm}/projects/{pid}/runs/{run['id']}/retry", headers=ada).json()
