@@ -212,6 +212,9 @@ def make_session(data: bytes, *, threads: int, runtime: str) -> Any:
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
     opts.add_session_config_entry("session.load_model_format", "ONNX")  # never the ORT flatbuffer format
+    # As autonn.latency: denormals flushed in the pool threads (the calling thread keeps its own
+    # flags here, where torch is not installed to set them).
+    opts.add_session_config_entry("session.set_denormal_as_zero", "1")
     providers = ["CPUExecutionProvider"]
     if runtime == "onnxruntime-cuda":
         providers = ["CUDAExecutionProvider"] + providers

@@ -182,3 +182,17 @@ def test_time_torch_cuda():
     module = SPACE.build_block(SPECS[1].key, num_classes=10)
     rounds = time_torch_cuda(module, SPECS[1].input_shape, rounds=3, runs_per_round=10, warmup=5)
     assert len(rounds) == 3 and all(v > 0 for v in rounds)
+
+
+def test_timing_flushes_denormals_and_puts_the_flag_back():
+    from autonn.latency import flushed_denormals
+
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # a denormal float32
+    if not torch.set_flush_denormal(False) or (tiny * 1.0).item() == 0.0:
+        pytest.skip("this CPU cannot switch denormal flushing")
+    with flushed_denormals():
+        assert (tiny * 1.0).item() == 0.0
+    assert (tiny * 1.0).item() != 0.0
+    with pytest.raises(RuntimeError), flushed_denormals():
+        raise RuntimeError("a timing that fails")
+    assert (tiny * 1.0).item() != 0.0
