@@ -157,29 +157,23 @@ def flushed_denormals() -> Iterator[None]:
 
 def _interleave(timers: Mapping[str, Timer], *, rounds: int, runs_per_round: int, warmup: int,
                 seed: int = 0, progress: Progress | None = None) -> dict[str, list[float]]:
-    with flushed_denormals():
-        return _interleave_rounds(timers, rounds=rounds, runs_per_round=runs_per_round, warmup=warmup, seed=seed,
-                                  progress=progress)
-
-
-def _interleave_rounds(timers: Mapping[str, Timer], *, rounds: int, runs_per_round: int, warmup: int,
-                       seed: int, progress: Progress | None) -> dict[str, list[float]]:
     names = list(timers)
-    for name in names:
-        timers[name](max(1, warmup))
     out: dict[str, list[float]] = {name: [] for name in names}
     rng, was_enabled = random.Random(seed), gc.isenabled()
-    gc.disable()  # a collection inside a timed run would land on one model only
-    try:
-        for r in range(rounds):
-            rng.shuffle(names)
-            for name in names:
-                out[name].append(timers[name](runs_per_round))
-            if progress:
-                progress("timing", r + 1, rounds)
-    finally:
-        if was_enabled:
-            gc.enable()
+    with flushed_denormals():
+        for name in names:
+            timers[name](max(1, warmup))
+        gc.disable()  # a collection inside a timed run would land on one model only
+        try:
+            for r in range(rounds):
+                rng.shuffle(names)
+                for name in names:
+                    out[name].append(timers[name](runs_per_round))
+                if progress:
+                    progress("timing", r + 1, rounds)
+        finally:
+            if was_enabled:
+                gc.enable()
     return out
 
 

@@ -22,19 +22,18 @@ import numpy as np
 import torch
 from common import write_result
 
-from autonn.latency import _interleave_rounds, _networks, _ort_timer, export_onnx, kendall_tau, make_session
+from autonn.latency import _interleave, _networks, _ort_timer, export_onnx, kendall_tau, make_session
 from autonn.spaces import get_search_space
 
 OPTIONS = {"resolutions": [24, 28, 32], "base_widths": [16, 32, 64, 128], "stem_width": 16, "stem_stride": 1}
 
 
 def with_flag(timer, flush: bool):  # noqa: ANN001, ANN201
+    """The timer, run with denormal flushing set as asked (the interleaving turns it on; the
+    unflushed timers turn it off for themselves, and it is off again once the rounds end)."""
     def timed(n: int) -> float:
         torch.set_flush_denormal(flush)
-        try:
-            return timer(n)
-        finally:
-            torch.set_flush_denormal(False)
+        return timer(n)
     return timed
 
 
@@ -59,8 +58,8 @@ def main() -> None:
                 timer = _ort_timer(make_session(path, threads=1), np.zeros(tuple(shape), np.float32))
                 for flush in (True, False):
                     timers[(flush, draw, i)] = with_flag(timer, flush)
-        per_round = _interleave_rounds({str(k): t for k, t in timers.items()}, rounds=args.rounds,
-                                       runs_per_round=20, warmup=5, seed=0, progress=None)
+        per_round = _interleave({str(k): t for k, t in timers.items()}, rounds=args.rounds, runs_per_round=20,
+                                warmup=5, seed=0)
     ms = {k: float(np.median(per_round[str(k)])) for k in timers}
     result: dict = {"networks": args.networks, "draws": args.draws, "rounds": args.rounds, "threads": 1,
                     "space_options": OPTIONS}

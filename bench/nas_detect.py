@@ -110,8 +110,8 @@ def main() -> None:
         for factor in factors:
             try:
                 res = search_under_budget(space=space, accuracy=predictor.predict, latency=table,
-                                          measure=lambda a: measured_ms(space, supernet, [a], 1)[0], budget_ms=factor * ms,
-                                          device_name="host", seed=args.seed)
+                                          measure=lambda a: measured_ms(space, supernet, [a], 1)[0],
+                                          budget_ms=factor * ms, device_name="host", seed=args.seed)
             except BudgetUnreachable as exc:
                 budgets.append({"member": name, "factor": factor, "budget_ms": factor * ms, "refused": str(exc)})
                 continue
@@ -135,10 +135,11 @@ def main() -> None:
 
     tuned = FinetuneParams.model_fields  # the finetune job's defaults: what Tango hands a user
 
+    ft = TrainConfig(epochs=tuned["epochs"].default, lr=tuned["lr"].default, optimizer=tuned["optimizer"].default,
+                     seed=args.seed)
+
     def deliver(arch: dict) -> float:
         """Test mAP50-95 of `arch` as the product's finetune job makes it (its defaults)."""
-        ft = TrainConfig(epochs=tuned["epochs"].default, lr=tuned["lr"].default, optimizer=tuned["optimizer"].default,
-                         seed=args.seed)
         got = deliver_subnet(space=space, supernet=supernet, arch=arch, loaders=loaders, config=ft, device=cpu,
                              distill=tuned["distill"].default)
         return float(space.evaluate(got.model, loaders.test, arch=arch, device=cpu))
