@@ -22,8 +22,6 @@ the blocks, so drift between the two phases cannot leak into it.
 
 from __future__ import annotations
 
-import gc
-import random
 import statistics
 import tempfile
 import time
@@ -157,24 +155,14 @@ def flushed_denormals() -> Iterator[None]:
 
 def _interleave(timers: Mapping[str, Timer], *, rounds: int, runs_per_round: int, warmup: int,
                 seed: int = 0, progress: Progress | None = None) -> dict[str, list[float]]:
-    names = list(timers)
-    out: dict[str, list[float]] = {name: [] for name in names}
-    rng, was_enabled = random.Random(seed), gc.isenabled()
+    """tango.agent's interleaved rounds (one method on the host and on every device), with
+    denormals flushed."""
+    from tango.agent import interleave
+
+    on_round = (lambda done, total: progress("timing", done, total)) if progress else None
     with flushed_denormals():
-        for name in names:
-            timers[name](max(1, warmup))
-        gc.disable()  # a collection inside a timed run would land on one model only
-        try:
-            for r in range(rounds):
-                rng.shuffle(names)
-                for name in names:
-                    out[name].append(timers[name](runs_per_round))
-                if progress:
-                    progress("timing", r + 1, rounds)
-        finally:
-            if was_enabled:
-                gc.enable()
-    return out
+        return interleave(dict(timers), rounds=rounds, runs_per_round=runs_per_round, warmup=warmup, seed=seed,
+                          on_round=on_round)
 
 
 def time_sessions(sessions: Mapping[str, tuple[Any, np.ndarray]], *, rounds: int = 5, runs_per_round: int = 20,
