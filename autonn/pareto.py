@@ -16,14 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from autonn.spaces.base import Arch, SearchSpace
+from autonn.spaces.base import Arch, SearchSpace, hashable_arch
 
 Predictor = Callable[[list[Arch]], Any]
-
-
-def arch_json_key(arch: Arch) -> tuple:
-    """A hashable identity of an arch (a search makes ~10^5 of these: tuples, not JSON)."""
-    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(arch.items()))
 
 
 class CountedPredictor:
@@ -130,16 +125,16 @@ def nsga2(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, popula
     archive: dict[str, ParetoPoint] = {}
 
     def evaluate(archs: list[Arch]) -> list[ParetoPoint]:
-        fresh = list({k: a for a in archs if (k := arch_json_key(a)) not in archive}.items())
+        fresh = list({k: a for a in archs if (k := hashable_arch(a)) not in archive}.items())
         new = [a for _, a in fresh]
         for (k, a), m, ms in zip(fresh, acc(new), lat(new), strict=True):
             archive[k] = ParetoPoint(a, float(m), float(ms))
-        return [archive[arch_json_key(a)] for a in archs]
+        return [archive[hashable_arch(a)] for a in archs]
 
     # The extremes anchor both ends of the front from the first generation.
     pop = evaluate([space.validate(space.smallest()), space.validate(space.largest())] +
                    [space.sample(rng) for _ in range(population - 2)])
-    pop = list({arch_json_key(p.arch): p for p in pop}.values())
+    pop = list({hashable_arch(p.arch): p for p in pop}.values())
     for gen in range(2 * generations):
         if max_seconds is not None and time.perf_counter() - start > max_seconds:
             break
@@ -157,7 +152,7 @@ def nsga2(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, popula
         for _ in range(population):
             child = space.crossover(tournament(), tournament(), rng) if rng.random() < crossover_prob else tournament()
             kids.append(space.mutate(child, rng, mutation_prob))
-        merged = list({arch_json_key(p.arch): p for p in pop + evaluate(kids)}.values())
+        merged = list({hashable_arch(p.arch): p for p in pop + evaluate(kids)}.values())
         metric, ms = np.array([p.metric for p in merged]), np.array([p.ms for p in merged])
         ranks = _ranks(metric, ms)
         crowd = _crowding(metric, ms, ranks)
@@ -196,7 +191,7 @@ def random_search(*, space: SearchSpace, accuracy: Predictor, latency: Predictor
         if len(seen) >= queries:
             break
         arch = space.sample(rng)
-        seen.setdefault(arch_json_key(arch), arch)
+        seen.setdefault(hashable_arch(arch), arch)
     archs = list(seen.values())
     acc, lat = CountedPredictor(accuracy), CountedPredictor(latency)
     points: list[ParetoPoint] = []

@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from scipy.stats import kendalltau
 
-from autonn.spaces.base import Arch, SearchSpace, get_search_space
+from autonn.pareto import nsga2, spread_points
+from autonn.spaces.base import Arch, SearchSpace, get_search_space, hashable_arch
 from autonn.train import ProgressFn, evaluate_subnet
 
 FORMAT = "tango.autonn.predictor/1"
@@ -224,3 +225,32 @@ def fit_accuracy_predictor(*, space: SearchSpace, pairs: Sequence[tuple[Arch, fl
         model.report = report
         return model
     return AccuracyPredictor.fit(space=space, x=x, y=y, kind=kind, hyper=hyper, seed=seed, report=report)
+
+
+def fit_front_aware_predictor(*, space: SearchSpace, pairs: Sequence[tuple[Arch, float]],
+                              measure: Callable[[list[Arch]], list[float]], cost: Callable[[list[Arch]], Any],
+                              n_front: int, rounds: int = 2, seed: int = 0,
+                              ) -> tuple[AccuracyPredictor, list[tuple[Arch, float]]]:
+    """Fit on `pairs` (random sub-networks), then `rounds` times: search a Pareto front of the
+    current predictor against `cost`, `measure` its share of `n_front` archs not measured yet
+    (spread over the front), add them, refit. Returns the final predictor and every pair.
+
+    Why: random training archs are the archs random search draws, so a predictor fitted on them
+    is most accurate exactly where the search does *not* go. The search's front sits at the edge
+    of the space (extreme depths, kernels, widths), where the fit extrapolates and its errors
+    are selected for: the front is made of the archs it over-rates. Measuring some of them and
+    refitting corrects the predictor where the search uses it."""
+    pairs = [(space.validate(a), float(m)) for a, m in pairs]
+    seen = {hashable_arch(a) for a, _ in pairs}
+    todo = n_front
+    for r in range(rounds):
+        predictor = fit_accuracy_predictor(space=space, pairs=pairs, seed=seed)
+        front = nsga2(space=space, accuracy=predictor.predict, latency=cost, seed=seed + r).front
+        fresh = [p for p in sorted(front, key=lambda p: p.ms) if hashable_arch(p.arch) not in seen]
+        picks = [p.arch for p in spread_points(fresh, todo // (rounds - r))]
+        todo -= len(picks)
+        if not picks:
+            break
+        pairs += list(zip(picks, (float(m) for m in measure(picks)), strict=True))
+        seen |= {hashable_arch(a) for a in picks}
+    return fit_accuracy_predictor(space=space, pairs=pairs, seed=seed), pairs

@@ -6,14 +6,17 @@ On offline data (--dataset digits: scikit-learn's 1,797 digits upscaled, which e
 learns to 98.5-100 %, too easy to tell fronts apart; --dataset cluttered, the default: those glyphs
 scaled, shifted and turned on noisy grey gradients with distractor strokes, generated at any size,
 test glyphs never seen in training): train the supernet (sandwich rule + in-place
-distillation), fit the accuracy predictor, build the host latency table, then measure
-  - search time per budget and per 10-point Pareto front,
+distillation), fit two accuracy predictors on the same number of measured sub-networks (all
+random, or 30 % of them from Pareto fronts as the train_supernet job does), build the host
+latency table, then measure
+  - search time per budget (stopping at a plateau, the default; and all 500 generations, with
+    how often the plateau stop found as good an arch) and per 10-point Pareto front,
   - the latency predictor against interleaved whole-network timings (MAPE, ±10 %, Kendall τ,
     noise floor), and τ between two timings of the same networks (the machine against itself),
   - the budget hit rate over ≥20 budgets (measured ≤ 1.05 × budget),
   - NSGA-II vs random search at equal queries: hypervolume on *measured* latency and test accuracy
     over --hv-seeds runs of each, one reference (the nadir of every measured point); also on
-    predicted values, and at shorter query counts,
+    predicted values, at shorter query counts, and with the all-random predictor,
   - supernet sub-networks vs the same architectures trained alone for the same epochs and recipe
     (both: final weights, test accuracy; the standalone run validates on the val split).
 Writes bench/results/nas.json.
@@ -24,15 +27,17 @@ from __future__ import annotations
 import argparse
 import random
 import time
+from functools import partial
 
 import numpy as np
 import torch
 from common import measured_ms, timed_again, write_result
 
 from autonn.data import make_loaders
-from autonn.jobs.train_supernet import TASK_DEFAULTS
+from autonn.jobs.train_supernet import TASK_DEFAULTS, TrainSupernetParams
 from autonn.latency import build_latency_table, evaluate_latency_model
-from autonn.predictors import fit_accuracy_predictor, measure_archs
+from autonn.flops import FlopsTable
+from autonn.predictors import fit_accuracy_predictor, fit_front_aware_predictor, measure_archs
 from autonn.pareto import spread_points
 from autonn.search import (BudgetUnreachable, evolve, hypervolume_2d, nsga2, pareto_front, random_search,
                            search_under_budget)
@@ -45,6 +50,7 @@ OPTIONS = {"resolutions": [24, 28, 32], "base_widths": [16, 32, 64, 128], "stem_
 # AdamW at 5e-3 (2e-3 left both sides under-trained at 8-16 epochs on ~1,250 images; measured in
 # both, the standalone side too) and the label loss on distilled sub-networks.
 RECIPE = TASK_DEFAULTS["classify"]
+FRONT_SHARE = TrainSupernetParams.model_fields["predictor_front_share"].default  # the product's default
 LR = RECIPE["lr"]
 HV_MARGIN = 0.05  # the hypervolume reference: the nadir of every measured front point, pushed out by 5 % of each span
 HV_EXTRA_GENERATIONS = (2, 9)  # shorter NSGA-II runs (about 300 and 1,000 queries) reported as extras
@@ -60,9 +66,10 @@ DATASETS = {"digits": "sklearn digits 32 px (1,797 images; 70/15/15 split)",
 def digits_loaders(space, batch_size: int, seed: int, *, dataset: str = "digits",  # noqa: ANN001, ANN201
                    images: int = 3000):
     if dataset == "cluttered":
-        # Val a fifth and test a third of train: at ~85 % top-1, 1,000 test images put one
-        # standard error near a point, small against the spread between sub-networks.
-        sizes = {"train": images, "val": images // 5, "test": images // 3}
+        # Val half and test a third of train: at ~90 % top-1, 1,000 test images put one standard
+        # error near a point. Val labels the accuracy predictor's pairs, whose ranking errors the
+        # search exploits: 1,500 images keep its noise near half a point (600 gave 1.2).
+        sizes = {"train": images, "val": images // 2, "test": images // 3}
         samples = {part: list(zip(*make_cluttered_digits(n, size=32, seed=seed, part=part), strict=True))
                    for part, n in sizes.items()}
     else:
@@ -111,7 +118,7 @@ def main() -> None:
     loaders = digits_loaders(space, 64, args.seed, dataset=args.dataset, images=args.images)
     cpu = torch.device("cpu")
     result: dict = {"space": space.name, "space_options": OPTIONS, "cardinality": space.cardinality(),
-              "dataset": DATASETS[args.dataset].format(train=args.images, val=args.images // 5, test=args.images // 3),
+              "dataset": DATASETS[args.dataset].format(train=args.images, val=args.images // 2, test=args.images // 3),
               "epochs": args.epochs}
 
     t0 = time.perf_counter()
@@ -128,25 +135,47 @@ def main() -> None:
           f"smallest {result['val_smallest']:.3f}")
 
     rng = random.Random(args.seed + 1)
+    # Two predictors from the same number of measured sub-networks: `uniform`, all of them random;
+    # `front_aware` (the train_supernet job's default), the first 70 % of those random ones plus the
+    # rest picked from Pareto fronts of the predictor so far against FLOPs (see
+    # autonn.predictors.fit_front_aware_predictor). Both are scored below, side by side.
     archs = space.distinct_samples(args.predictor_archs, seed=args.seed + 1)
-    pairs = measure_archs(space=space, supernet=supernet, archs=archs, calib_loader=loaders.calib,
+    measure_val = partial(measure_archs, space=space, supernet=supernet, calib_loader=loaders.calib,
                           val_loader=loaders.val, device=cpu)
-    predictor = fit_accuracy_predictor(space=space, pairs=pairs, seed=args.seed)
+    t = time.perf_counter()
+    pairs = measure_val(archs=archs)
+    result["predictor_pair_seconds"] = round((time.perf_counter() - t) / len(archs), 3)
+    n_front = round(args.predictor_archs * FRONT_SHARE)
+    predictors = {"uniform": fit_accuracy_predictor(space=space, pairs=pairs, seed=args.seed)}
+    predictors["front_aware"], _ = fit_front_aware_predictor(
+        space=space, pairs=pairs[:len(pairs) - n_front], cost=FlopsTable(space=space, num_classes=10),
+        measure=lambda picks: [m for _, m in measure_val(archs=picks)], n_front=n_front, seed=args.seed)
+    predictor = predictors["front_aware"]
+    result["accuracy_predictors"] = {k: {m: p.report[m] for m in ("model", "rmse", "kendall_tau", "n_train", "n_test")}
+                                     for k, p in predictors.items()}
     result["accuracy_predictor_rmse"] = predictor.report["rmse"]
     result["accuracy_predictor_kendall_tau"] = predictor.report["kendall_tau"]
-    print(f"accuracy predictor: RMSE {predictor.report['rmse']:.4f}, tau {predictor.report['kendall_tau']:.3f}")
+    for k, p in predictors.items():
+        print(f"accuracy predictor {k}: {p.report['model']}, RMSE {p.report['rmse']:.4f} and tau "
+              f"{p.report['kendall_tau']:.3f} on its own held-out pairs")
 
     table = latency_figures(space, args.threads, result)
 
     # Budgets from just above the fastest *measured* sub-network to the largest one.
     fastest, largest = measured_ms(space, supernet, [space.smallest(), space.largest()], args.threads)
     budgets = list(np.linspace(fastest * 1.1, largest, args.budgets))
-    seconds, hits, rows = [], 0, []
+    seconds, seconds_full, same_best, hits, rows = [], [], 0, 0, []
     measure = (lambda a: measured_ms(space, supernet, [a], args.threads)[0])
     for b in budgets:
         t = time.perf_counter()
-        evolve(space=space, accuracy=predictor.predict, latency=table, budget_ms=b, seed=args.seed)
+        quick = evolve(space=space, accuracy=predictor.predict, latency=table, budget_ms=b, seed=args.seed)
         seconds.append(time.perf_counter() - t)
+        # The same search run for all 500 generations (no patience): does stopping early lose anything?
+        t = time.perf_counter()
+        full = evolve(space=space, accuracy=predictor.predict, latency=table, budget_ms=b, seed=args.seed,
+                      patience=None)
+        seconds_full.append(time.perf_counter() - t)
+        same_best += quick.predicted_metric >= full.predicted_metric
         try:
             res = search_under_budget(space=space, accuracy=predictor.predict, latency=table, measure=measure,
                                       budget_ms=b, device_name="host", seed=args.seed)
@@ -158,16 +187,19 @@ def main() -> None:
         rows.append({"budget_ms": b, "predicted_ms": res.predicted_ms, "measured_ms": res.measured_ms,
                      "rounds": len(res.rounds), "predicted_metric": res.predicted_metric, "hit": bool(hit)})
     result.update(search_seconds_per_budget=float(np.median(seconds)), budget_hit_rate=hits / len(budgets),
-                  budgets=rows)
-    print(f"search: median {result['search_seconds_per_budget']:.2f} s per budget; "
-          f"hit rate {hits}/{len(budgets)}")
+                  search_seconds_per_budget_500_generations=float(np.median(seconds_full)),
+                  search_patience_as_good_as_500_generations=f"{same_best}/{len(budgets)}", budgets=rows)
+    print(f"search: median {result['search_seconds_per_budget']:.2f} s per budget "
+          f"({result['search_seconds_per_budget_500_generations']:.2f} s for all 500 generations, as good in "
+          f"{same_best}/{len(budgets)}); hit rate {hits}/{len(budgets)}")
 
     t = time.perf_counter()
     front = pareto_front(space=space, accuracy=predictor.predict, latency=table, n_points=10, seed=args.seed)
     result["front_seconds"] = time.perf_counter() - t
 
-    def measured_fronts(*fronts) -> list[list[tuple[float, float]]]:  # noqa: ANN002
-        """(test accuracy, ms) of HV_POINTS points of each front. Every front's points are timed in
+    def measured_fronts(*fronts) -> tuple[list, list]:  # noqa: ANN002
+        """(test accuracy, ms) of HV_POINTS points of each front, and their predicted (metric, ms).
+        Every front's points are timed in
         the same interleaved rounds: timed one front after another, a load change between the calls
         moved one side's whole front (seen: one random front 20-30 % faster than every other)."""
         chosen = [spread_points(sorted(points, key=lambda p: p.ms), HV_POINTS) for points in fronts]
@@ -179,14 +211,14 @@ def main() -> None:
         for points in chosen:
             out.append(pts[:len(points)])
             pts = pts[len(points):]
-        return out
+        return out, [[(p.metric, p.ms) for p in points] for points in chosen]
 
     def nadir(pts) -> tuple[float, float]:  # noqa: ANN001
         """The worst accuracy and worst ms of the points, pushed out by HV_MARGIN of each span."""
         accs, mss = [a for a, _ in pts], [m for _, m in pts]
         return min(accs) - HV_MARGIN * (max(accs) - min(accs)), max(mss) + HV_MARGIN * (max(mss) - min(mss))
 
-    def compare(generations: int, seeds: list[int]) -> dict:
+    def compare(generations: int, seeds: list[int], predictor=predictor) -> dict:
         """NSGA-II against random search at NSGA-II's query count, one run of each per seed, both
         fronts measured (test accuracy in the supernet, timed latency) and scored against one
         reference for all of them: the nadir of every measured point. The gain is the ratio of the
@@ -196,12 +228,20 @@ def main() -> None:
             evo = nsga2(space=space, accuracy=predictor.predict, latency=table, seed=seed, generations=generations)
             rand = random_search(space=space, accuracy=predictor.predict, latency=table, queries=evo.queries,
                                  seed=seed)
-            evo_measured, rand_measured = measured_fronts(evo.front, rand.front)
+            (evo_measured, rand_measured), (evo_chosen, rand_chosen) = measured_fronts(evo.front, rand.front)
             runs.append({"seed": seed, "queries": evo.queries, "evo": evo_measured, "random": rand_measured,
                          "evo_predicted": [(p.metric, p.ms) for p in evo.front],
-                         "random_predicted": [(p.metric, p.ms) for p in rand.front]})
+                         "random_predicted": [(p.metric, p.ms) for p in rand.front],
+                         "evo_chosen": evo_chosen, "random_chosen": rand_chosen,
+                         # Test accuracy with the *predicted* ms: the accuracy side alone, free of timing noise.
+                         "evo_acc_only": [(a, ms) for (a, _), (_, ms) in zip(evo_measured, evo_chosen, strict=True)],
+                         "random_acc_only": [(a, ms) for (a, _), (_, ms) in
+                                             zip(rand_measured, rand_chosen, strict=True)]})
         out: dict = {"queries": int(np.mean([r["queries"] for r in runs])), "seeds": seeds}
-        for kind in ("", "_predicted"):
+        for side in ("evo", "random"):  # how far the predictor over-rates the points each side picked
+            out[f"over_rating_{side}"] = float(np.mean([pm - a for r in runs for (a, _), (pm, _) in
+                                                        zip(r[side], r[side + "_chosen"], strict=True)]))
+        for kind in ("", "_predicted", "_acc_only"):
             ref = nadir([pt for r in runs for pt in r["evo" + kind] + r["random" + kind]])
             hv_e = [hypervolume_2d(r["evo" + kind], ref) for r in runs]
             hv_r = [hypervolume_2d(r["random" + kind], ref) for r in runs]
@@ -209,11 +249,12 @@ def main() -> None:
                         f"hypervolume_evo{kind}": hv_e, f"hypervolume_random{kind}": hv_r,
                         # How much random search's own hypervolume varies between seeds (std / mean).
                         f"random_cv{kind}": float(np.std(hv_r) / np.mean(hv_r))})
-        out["runs"] = [{k: v for k, v in r.items() if not k.endswith("_predicted")} for r in runs]
+        out["runs"] = [{k: v for k, v in r.items() if not k.endswith(("_predicted", "_acc_only"))} for r in runs]
         return out
 
     seeds = [args.seed + i for i in range(args.hv_seeds)]
     main_cmp = compare(100, seeds)  # the NSGA-II default (100 x 100): the headline figure
+    uniform_cmp = compare(100, seeds, predictor=predictors["uniform"])  # the same with the uniform predictor
     by_queries = {str(main_cmp["queries"]): main_cmp["gain"]}
     by_queries_predicted = {str(main_cmp["queries"]): main_cmp["gain_predicted"]}
     for gens in HV_EXTRA_GENERATIONS:  # extras: shorter NSGA-II runs (one seed), random search at their query counts
@@ -225,12 +266,24 @@ def main() -> None:
                   hypervolume_random_cv=main_cmp["random_cv"], hypervolume_seeds=len(seeds),
                   hypervolume_reference=f"nadir of every measured front point, + {HV_MARGIN:.0%} of each span",
                   hypervolume_gain_by_queries=by_queries, hypervolume_gain_by_queries_predicted=by_queries_predicted,
-                  hypervolume_fronts=main_cmp, queries_each=main_cmp["queries"], front_points=len(front))
+                  hypervolume_fronts=main_cmp, queries_each=main_cmp["queries"], front_points=len(front),
+                  hypervolume_gain_vs_random_uniform_predictor=uniform_cmp["gain"],
+                  hypervolume_gain_vs_random_uniform_predictor_predicted=uniform_cmp["gain_predicted"],
+                  hypervolume_gain_vs_random_acc_only=main_cmp["gain_acc_only"],
+                  hypervolume_gain_vs_random_uniform_predictor_acc_only=uniform_cmp["gain_acc_only"],
+                  predictor_over_rating={name: {side: cmp[f"over_rating_{side}"] for side in ("evo", "random")}
+                                         for name, cmp in (("front_aware", main_cmp), ("uniform", uniform_cmp))},
+                  hypervolume_fronts_uniform_predictor=uniform_cmp)
     print(f"front: {result['front_seconds']:.2f} s for {len(front)} points; hypervolume NSGA-II vs random at "
           f"{main_cmp['queries']} queries over {len(seeds)} seeds: measured {main_cmp['gain']:+.1%} (random's "
           f"seed-to-seed CV {main_cmp['random_cv']:.1%}), predicted {main_cmp['gain_predicted']:+.1%}; by queries "
           f"measured {', '.join(f'{q}: {g:+.1%}' for q, g in by_queries.items())}, predicted "
-          f"{', '.join(f'{q}: {g:+.1%}' for q, g in by_queries_predicted.items())}")
+          f"{', '.join(f'{q}: {g:+.1%}' for q, g in by_queries_predicted.items())}; with the uniform predictor: "
+          f"measured {uniform_cmp['gain']:+.1%}, predicted {uniform_cmp['gain_predicted']:+.1%}; test accuracy "
+          f"with predicted ms: {main_cmp['gain_acc_only']:+.1%} front-aware, {uniform_cmp['gain_acc_only']:+.1%} "
+          f"uniform; over-rating of the points picked (evo / random): front-aware {main_cmp['over_rating_evo']:+.3f} / "
+          f"{main_cmp['over_rating_random']:+.3f}, uniform {uniform_cmp['over_rating_evo']:+.3f} / "
+          f"{uniform_cmp['over_rating_random']:+.3f}")
 
     picks = [p.arch for p in sorted(front, key=lambda p: p.ms)][: args.standalone]
     while len(picks) < args.standalone:
@@ -251,10 +304,11 @@ def main() -> None:
         within += abs(in_super - alone_acc) <= 0.02
         pairs_2pt.append({"arch": arch, "supernet": in_super, "alone": alone_acc, "alone_val": alone_val,
                           "alone_seconds": round(time.perf_counter() - t, 1)})
-    result.update(subnets_within_2pts=within, subnets_compared=len(picks), subnets_vs_alone=pairs_2pt,
-                  subnets_supernet_minus_alone_mean=float(np.mean([p["supernet"] - p["alone"] for p in pairs_2pt])))
-    print(f"supernet vs alone ({args.epochs} epochs): {within}/{len(picks)} within 2 points; "
-          f"mean difference {result['subnets_supernet_minus_alone_mean']:+.3f}")
+    if picks:  # --standalone 0 skips this part (about 15 minutes here)
+        result.update(subnets_within_2pts=within, subnets_compared=len(picks), subnets_vs_alone=pairs_2pt,
+                      subnets_supernet_minus_alone_mean=float(np.mean([p["supernet"] - p["alone"] for p in pairs_2pt])))
+        print(f"supernet vs alone ({args.epochs} epochs): {within}/{len(picks)} within 2 points; "
+              f"mean difference {result['subnets_supernet_minus_alone_mean']:+.3f}")
     write_result(args.result, result)
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from typing import Any, Literal
 
 import torch
@@ -39,6 +40,9 @@ class TrainSupernetParams(Strict):
     warmup_epochs: float = Field(0.5, ge=0, le=50)
     n_random: int = Field(2, ge=0, le=8, description="random sub-networks per step (sandwich rule)")
     predictor_archs: int = Field(60, ge=10, le=5000, description="sub-networks measured to fit the accuracy predictor")
+    predictor_front_share: float = Field(0.3, ge=0, le=0.9, description=(
+        "share of predictor_archs picked, in two rounds, from Pareto fronts of the predictor so far (against "
+        "FLOPs) instead of at random: the predictor is then fitted where the search goes"))
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"
     reuse: bool = Field(True, description="reuse a ready supernet of the same space on the same dataset version")
@@ -61,7 +65,8 @@ def precheck_train(runtime, params: TrainSupernetParams) -> None:  # noqa: ANN00
 
 def train_supernet_job(ctx: JobContext, p: TrainSupernetParams) -> dict[str, Any]:
     """Train a weight-sharing supernet on a frozen dataset version and fit its accuracy predictor."""
-    from autonn.predictors import fit_accuracy_predictor, measure_archs
+    from autonn.flops import FlopsTable
+    from autonn.predictors import fit_accuracy_predictor, fit_front_aware_predictor, measure_archs
     from autonn.train import SeededShuffle, TrainConfig, train_supernet
 
     records = ctx.runtime.records
@@ -99,15 +104,23 @@ def train_supernet_job(ctx: JobContext, p: TrainSupernetParams) -> dict[str, Any
     supernet.cpu().eval()
     keys = supernet_keys(ctx.job_id)
     save_supernet_weights(ctx, supernet=supernet, space=space, num_classes=loaders.num_classes)
+    predictor = None
     if ctx.store.exists(keys["pairs"]):
         pairs = [(a, m) for a, m in ctx.store.get_json(keys["pairs"])]
     else:
-        archs = space.distinct_samples(p.predictor_archs, seed=p.seed + 1)
-        pairs = measure_archs(space=space, supernet=supernet, archs=archs, calib_loader=loaders.calib,
-                              val_loader=loaders.val, device=torch.device("cpu"),
-                              progress=stage_progress(ctx, 0.75, 0.98))
+        n_front = max(0, min(round(p.predictor_archs * p.predictor_front_share), p.predictor_archs - 10))
+        archs = space.distinct_samples(p.predictor_archs - n_front, seed=p.seed + 1)
+        measure = partial(measure_archs, space=space, supernet=supernet, calib_loader=loaders.calib,
+                          val_loader=loaders.val, device=torch.device("cpu"))
+        pairs = measure(archs=archs, progress=stage_progress(ctx, 0.75, 0.92))
+        if n_front:
+            front_progress = stage_progress(ctx, 0.92, 0.98)
+            predictor, pairs = fit_front_aware_predictor(
+                space=space, pairs=pairs, cost=FlopsTable(space=space, num_classes=loaders.num_classes),
+                measure=lambda picks: [m for _, m in measure(archs=picks, progress=front_progress)],
+                n_front=n_front, seed=p.seed)
         ctx.store.put_if_absent(keys["pairs"], json.dumps(pairs).encode())
-    predictor = fit_accuracy_predictor(space=space, pairs=pairs, seed=p.seed)
+    predictor = predictor or fit_accuracy_predictor(space=space, pairs=pairs, seed=p.seed)
     ctx.store.put_if_absent(keys["predictor"], predictor.to_bytes())
     metrics = {"val_largest": trained.final.get("val_largest"), "val_smallest": trained.final.get("val_smallest"),
                "predictor": predictor.report, "history": trained.history, "epochs": p.epochs,

@@ -21,6 +21,11 @@ from torch import nn
 Arch = dict[str, Any]
 
 
+def hashable_arch(arch: Arch) -> tuple:
+    """A hashable identity of an arch (a search makes ~10^5 of these: tuples, not JSON)."""
+    return tuple((k, tuple(v) if isinstance(v, list) else v) for k, v in sorted(arch.items()))
+
+
 @dataclass(frozen=True)
 class BlockSpec:
     """One block of a sub-network as the latency table knows it: a stable string key (it says

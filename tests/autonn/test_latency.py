@@ -177,6 +177,28 @@ def test_build_and_evaluate_a_tiny_table():
         evaluate_latency_model(table=table, space=space, num_classes=10, threads=2)
 
 
+def test_noisy_timings_get_more_rounds():
+    """A Measure that is noisy in its first call and quiet after: more rounds are timed until the
+    noise floor is under the target, and the medians are taken over all of them."""
+    calls = []
+
+    def measure(models, *, rounds, seed, **_):
+        calls.append(seed)
+        wobble = [1.0, 1.6, 0.7, 1.9, 1.0] if len(calls) == 1 else [1.0] * rounds
+        return {"__empty__": [0.01] * rounds, **{name: [w * (i + 1) for w in wobble[:rounds]]
+                                                 for i, name in enumerate(models)}}
+
+    models = {"a": None, "b": None}
+    timed = measure_network_ms(models=models, rounds=5, seed=3, measure=measure)
+    assert calls == [3, 4] and len(timed["a"]["rounds"]) == 10
+    assert timed["b"]["median_ms"] == pytest.approx(2.0) and timed["a"]["noise"] < 0.05
+    calls.clear()
+    assert len(measure_network_ms(models=models, rounds=5, measure=measure, target_noise=None)["a"]["rounds"]) == 5
+    calls.clear()
+    capped = measure_network_ms(models=models, rounds=5, measure=measure, target_noise=0.0, max_rounds=5)
+    assert len(calls) == 1 and len(capped["a"]["rounds"]) == 5
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU on this machine")
 def test_time_torch_cuda():
     module = SPACE.build_block(SPECS[1].key, num_classes=10)

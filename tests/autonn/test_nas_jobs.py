@@ -41,6 +41,9 @@ def test_train_search_finetune_export(stack):
         "batch_size": 32, "lr": 0.003, "n_random": 1, "predictor_archs": 12, "device": "cpu"})
     supernet_id = trained["supernet_id"]
     assert trained["val_largest"] > 0.3 and trained["cardinality"] >= 1e8
+    # 12 measured sub-networks: 10 random, then 2 (the default 30 % share, capped to keep 10 random)
+    # picked from the predictor's Pareto fronts against FLOPs.
+    assert trained["predictor"]["n_train"] + trained["predictor"]["n_test"] == 12
     assert client.get(f"/supernets/{supernet_id}").json()["state"] == "ready"
     # Same space on the same dataset version: the trained supernet is reused.
     again = run(runtime, client, "train_supernet", {"dataset_id": "digits", "dataset_version": "v1",

@@ -156,10 +156,21 @@ def test_fifty_thousand_queries_stay_under_the_budget():
     # How fast is a benchmark figure (bench/nas.py), not an assertion: the query cap is what is checked.
     budget = FASTEST + 0.5 * (SLOWEST - FASTEST)
     res = evolve(space=SPACE, accuracy=accuracy, latency=latency, budget_ms=budget, population=100,
-                 generations=100_000, max_queries=50_000, seed=0)
+                 generations=100_000, max_queries=50_000, patience=None, seed=0)
     print(f"evolve: {res.queries} queries, {res.generations} generations in {res.seconds:.1f} s "
           f"(best {res.predicted_metric:.4f} at {res.predicted_ms:.3f} ms)")
     assert res.queries >= 50_000 and res.predicted_ms <= budget
+
+
+def test_evolve_stops_once_the_best_stops_rising():
+    budget = FASTEST + 0.5 * (SLOWEST - FASTEST)
+    quick = evolve(space=SPACE, accuracy=accuracy, latency=latency, budget_ms=budget, patience=30, seed=0)
+    full = evolve(space=SPACE, accuracy=accuracy, latency=latency, budget_ms=budget, patience=None, seed=0)
+    assert full.generations == 500 and quick.generations < 500
+    assert quick.history[-1] == quick.history[-31] and quick.predicted_metric == max(quick.history)
+    # The same run up to that point: it stopped on a plateau, not on a worse arch.
+    assert quick.history == full.history[:quick.generations]
+    assert quick.predicted_metric <= full.predicted_metric
 
 
 def test_random_search_is_reproducible():
