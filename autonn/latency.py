@@ -208,6 +208,24 @@ def _measure(modules: Mapping[str, tuple[nn.Module, Sequence[int]]], *, runtime:
                        progress=progress)
 
 
+def _measure_until_quiet(measure: Measure, modules: Mapping[str, tuple[nn.Module, Sequence[int]]], *, rounds: int,
+                         seed: int, target_noise: float | None, max_rounds: int | None,
+                         **kwargs: Any) -> dict[str, list[float]]:
+    """`measure`, then another `rounds` interleaved rounds while the noise floor is above
+    `target_noise`, up to `max_rounds` in all (default 4 x `rounds`); per-round lists merged. A
+    burst of load on a shared machine then lands in a minority of the rounds each median is taken
+    over, not in most of them: on the 2-core AMD EPYC one 5-round timing came back with a 30-36 %
+    noise floor, and the same models timed right after it with 1-1.4 %."""
+    per_round: dict[str, list[float]] = {}
+    for batch in range(max(1, (max_rounds or 4 * rounds) // rounds)):
+        got = measure(modules, rounds=rounds, seed=seed + batch, **kwargs)
+        for name, values in got.items():
+            per_round.setdefault(name, []).extend(values)
+        if target_noise is None or not noise_floor(per_round) > target_noise:
+            break
+    return per_round
+
+
 # --- blocks and networks -------------------------------------------------------------------
 @dataclass
 class BlockTimings:
@@ -232,23 +250,12 @@ def measure_network_ms(*, models: Mapping[str, tuple[nn.Module, Sequence[int]]],
                        runs_per_round: int = 20, warmup: int = 5, seed: int = 0, runtime: str = "onnxruntime-cpu",
                        progress: Progress | None = None, measure: Measure | None = None,
                        target_noise: float | None = 0.05, max_rounds: int | None = None) -> dict[str, dict[str, Any]]:
-    """Whole networks, interleaved: {name: {"median_ms", "noise", "rounds"}}.
-
-    While the set's noise floor is above `target_noise`, another `rounds` interleaved rounds are
-    timed, up to `max_rounds` in all (default 4 x `rounds`). A burst of load on a shared machine
-    then lands in a minority of the rounds each median is taken over, not in most of them: on the
-    2-core AMD EPYC a 5-round timing of 30 networks has come back with a 30-36 % noise floor, and
-    the same networks timed right after it with 1.3 %."""
-    cap = max_rounds or 4 * rounds
-    per_round: dict[str, list[float]] = {}
-    for batch in range(max(1, cap // rounds)):
-        got = (measure or _measure)(models, runtime=runtime, threads=threads, rounds=rounds,
-                                    runs_per_round=runs_per_round, warmup=warmup, seed=seed + batch, progress=progress)
-        got.pop(EMPTY, None)
-        for name, values in got.items():
-            per_round.setdefault(name, []).extend(values)
-        if target_noise is None or not noise_floor(per_round) > target_noise:
-            break
+    """Whole networks, interleaved: {name: {"median_ms", "noise", "rounds"}}; more rounds while
+    the noise floor is above `target_noise` (see _measure_until_quiet)."""
+    per_round = _measure_until_quiet(measure or _measure, models, rounds=rounds, seed=seed, target_noise=target_noise,
+                                     max_rounds=max_rounds, runtime=runtime, threads=threads,
+                                     runs_per_round=runs_per_round, warmup=warmup, progress=progress)
+    per_round.pop(EMPTY, None)
     return {k: {"median_ms": float(np.median(v)), "noise": relative_spread(v), "rounds": v}
             for k, v in per_round.items()}
 
@@ -266,17 +273,20 @@ def _networks(space: SearchSpace, archs: Sequence[Arch], num_classes: int) -> di
 def build_latency_table(*, space: SearchSpace, num_classes: int, device: str, threads: int = 1,
                         n_fit_networks: int = 30, rounds: int = 5, runs_per_round: int = 20, warmup: int = 5,
                         seed: int = 0, runtime: str = "onnxruntime-cpu",
-                        progress: Progress | None = None, measure: Measure | None = None) -> LatencyTable:
+                        progress: Progress | None = None, measure: Measure | None = None,
+                        target_noise: float | None = 0.05, max_rounds: int | None = None) -> LatencyTable:
     """Time every block of the space and `n_fit_networks` whole sub-networks (largest and smallest
-    included) in the same interleaved rounds, then fit the correction on the networks."""
+    included) in the same interleaved rounds (more of them while the noise floor is above
+    `target_noise`: _measure_until_quiet), then fit the correction on the networks."""
     start = time.perf_counter()
     specs = list(space.all_blocks())
     archs = space.distinct_samples(n_fit_networks, seed=seed) if n_fit_networks > 0 else []
     modules: dict[str, tuple[nn.Module, Sequence[int]]] = {
         s.key: (space.build_block(s.key, num_classes=num_classes), s.input_shape) for s in specs}
     nets = _networks(space, archs, num_classes)
-    per_round = (measure or _measure)({**modules, **nets}, runtime=runtime, threads=threads, rounds=rounds,
-                                      runs_per_round=runs_per_round, warmup=warmup, seed=seed, progress=progress)
+    per_round = _measure_until_quiet(measure or _measure, {**modules, **nets}, rounds=rounds, seed=seed,
+                                     target_noise=target_noise, max_rounds=max_rounds, runtime=runtime,
+                                     threads=threads, runs_per_round=runs_per_round, warmup=warmup, progress=progress)
     overhead = float(np.median(per_round.pop(EMPTY)))
     net_rounds = {name: per_round.pop(name) for name in nets}
     table = LatencyTable(

@@ -139,12 +139,19 @@ def measure_remote(*, settings: Settings, store: Store, device: str,
 def remote_measurer(*, settings: Settings, store: Store, device: str, task_id: str,
                     timeout: float | None = None) -> Measure:
     """A `measure=` for autonn.latency that times on `device`, the empty model included, as one
-    measurement task with id `task_id` (one id per phase of a job: the table, the evaluation)."""
+    measurement task with id `task_id` (one id per phase of a job: the table, the evaluation).
+    Further calls (more rounds on a noisy device, autonn.latency._measure_until_quiet) are tasks
+    `task_id-2`, `task_id-3`, ...: new ids, or the server would hand back the first task's results,
+    and the same ids when a resumed job repeats the calls in the same order."""
+    calls = [0]
+
     def measure(modules: Mapping[str, tuple[nn.Module, Sequence[int]]], *, runtime: str, threads: int, rounds: int,
                 runs_per_round: int, warmup: int, seed: int,
                 progress: Progress | None = None) -> dict[str, list[float]]:
+        calls[0] += 1
         models = {EMPTY: (_empty_model(), (1, 8)), **modules}
         return measure_remote(settings=settings, store=store, device=device, models=models, rounds=rounds,
                               threads=threads, progress=progress, timeout=timeout, runs_per_round=runs_per_round,
-                              warmup=warmup, seed=seed, runtime=runtime, task_id=task_id)
+                              warmup=warmup, seed=seed, runtime=runtime,
+                              task_id=task_id if calls[0] == 1 else f"{task_id}-{calls[0]}")
     return measure

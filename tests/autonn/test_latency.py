@@ -68,7 +68,8 @@ def test_real_sessions_and_whole_networks(tmp_path):
     got = measure_network_ms(models=models, threads=1, rounds=3, runs_per_round=10)
     print({k: (round(v["median_ms"], 4), round(v["noise"], 3)) for k, v in got.items()})
     assert got["big"]["median_ms"] > got["small"]["median_ms"] > 0
-    assert len(got["big"]["rounds"]) == 3
+    # 3 rounds, and 3 more at a time (up to 12) while the noise floor is above 5 %
+    assert len(got["big"]["rounds"]) in (3, 6, 9, 12) and len(got["small"]["rounds"]) == len(got["big"]["rounds"])
     # export + session on their own: the exported network computes what the module does
     path = export_onnx(models["small"][0], (1, 3, 24, 24), tmp_path / "s.onnx")
     x = torch.randn(1, 3, 24, 24)
