@@ -122,7 +122,7 @@ def nsga2(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, popula
     short run can otherwise hand back a 'front' of two or three points."""
     start, rng = time.perf_counter(), random.Random(seed)
     acc, lat = CountedPredictor(accuracy), CountedPredictor(latency)
-    archive: dict[str, ParetoPoint] = {}
+    archive: dict[tuple, ParetoPoint] = {}
 
     def evaluate(archs: list[Arch]) -> list[ParetoPoint]:
         fresh = list({k: a for a in archs if (k := hashable_arch(a)) not in archive}.items())
@@ -186,7 +186,7 @@ def random_search(*, space: SearchSpace, accuracy: Predictor, latency: Predictor
                   budget_ms: float | None = None) -> RandomSearchResult:
     """The baseline: `queries` distinct random archs, both predictors on each."""
     start, rng = time.perf_counter(), random.Random(seed)
-    seen: dict[str, Arch] = {}
+    seen: dict[tuple, Arch] = {}
     for _ in range(20 * queries):
         if len(seen) >= queries:
             break

@@ -61,7 +61,7 @@ class SearchResult:
     history: list[float] = field(default_factory=list)  # best predicted metric after each generation
 
 
-def _fitting(make: Callable[[], Arch], want: int, *, latency: CountedPredictor, budget_ms: float, seen: set[str],
+def _fitting(make: Callable[[], Arch], want: int, *, latency: CountedPredictor, budget_ms: float, seen: set[tuple],
              max_tries: int, pool: list[tuple[float, Arch]] | None = None) -> list[tuple[Arch, float]]:
     """Up to `want` new archs from `make` whose predicted latency fits; every evaluated one goes
     into `pool` (for seeding from the fastest when few fit)."""
@@ -92,11 +92,12 @@ def evolve(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, budge
 
     `patience`: stop once the best predicted metric has not risen for that many generations
     (None: run all `generations`, as Once-for-All does). Elitism keeps the best, so a plateau is
-    where the run has converged: over 5 budgets on the classification space the best was found by
-    generation 10-44 of 500, and the other 450 generations cost 80-90 % of the time."""
+    where the run has converged. bench/nas.py, 20 budgets, two runs: 1.19 / 1.45 s per budget
+    against 5.43 / 5.77 s for all 500 generations; as good an arch in 18 of 20 budgets, the other
+    two at most 0.06 points lower (predicted)."""
     start, rng = time.perf_counter(), random.Random(seed)
     lat, acc = CountedPredictor(latency), CountedPredictor(accuracy)
-    seen: set[str] = set()
+    seen: set[tuple] = set()
     pool: list[tuple[float, Arch]] = []
     tries = 20 * population
     # The extremes are cheap, strong seeds: the largest often wins outright when it fits.
