@@ -227,13 +227,12 @@ def fit_accuracy_predictor(*, space: SearchSpace, pairs: Sequence[tuple[Arch, fl
     return AccuracyPredictor.fit(space=space, x=x, y=y, kind=kind, hyper=hyper, seed=seed, report=report)
 
 
-def fit_front_aware_predictor(*, space: SearchSpace, pairs: Sequence[tuple[Arch, float]],
-                              measure: Callable[[list[Arch]], list[float]], cost: Callable[[list[Arch]], Any],
-                              n_front: int, rounds: int = 2, seed: int = 0,
-                              ) -> tuple[AccuracyPredictor, list[tuple[Arch, float]]]:
-    """Fit on `pairs` (random sub-networks), then `rounds` times: search a Pareto front of the
-    current predictor against `cost`, `measure` its share of `n_front` archs not measured yet
-    (spread over the front), add them, refit. Returns the final predictor and every pair.
+def add_front_pairs(*, space: SearchSpace, pairs: Sequence[tuple[Arch, float]],
+                    measure: Callable[..., list[tuple[Arch, float]]], cost: Callable[[list[Arch]], Any],
+                    n_front: int, rounds: int = 2, seed: int = 0) -> list[tuple[Arch, float]]:
+    """`pairs` (random sub-networks) plus `n_front` more, picked in `rounds` rounds: fit the
+    predictor so far, search its Pareto front against `cost`, `measure(archs=...)` (measure_archs'
+    shape) its share of archs not measured yet, spread over the front.
 
     Why: random training archs are the archs random search draws, so a predictor fitted on them
     is most accurate exactly where the search does *not* go. The search's front sits at the edge
@@ -251,6 +250,6 @@ def fit_front_aware_predictor(*, space: SearchSpace, pairs: Sequence[tuple[Arch,
         todo -= len(picks)
         if not picks:
             break
-        pairs += list(zip(picks, (float(m) for m in measure(picks)), strict=True))
+        pairs += measure(archs=picks)
         seen |= {hashable_arch(a) for a in picks}
-    return fit_accuracy_predictor(space=space, pairs=pairs, seed=seed), pairs
+    return pairs

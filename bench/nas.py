@@ -37,7 +37,7 @@ from autonn.data import make_loaders
 from autonn.jobs.train_supernet import TASK_DEFAULTS, TrainSupernetParams
 from autonn.latency import build_latency_table, evaluate_latency_model
 from autonn.flops import FlopsTable
-from autonn.predictors import fit_accuracy_predictor, fit_front_aware_predictor, measure_archs
+from autonn.predictors import add_front_pairs, fit_accuracy_predictor, measure_archs
 from autonn.pareto import spread_points
 from autonn.search import (BudgetUnreachable, evolve, hypervolume_2d, nsga2, pareto_front, random_search,
                            search_under_budget)
@@ -139,7 +139,7 @@ def main() -> None:
     # Two predictors from the same number of measured sub-networks: `uniform`, all of them random;
     # `front_aware` (the train_supernet job's default), the first 70 % of those random ones plus the
     # rest picked from Pareto fronts of the predictor so far against FLOPs (see
-    # autonn.predictors.fit_front_aware_predictor). Both are scored below, side by side.
+    # autonn.predictors.add_front_pairs). Both are scored below, side by side.
     archs = space.distinct_samples(args.predictor_archs, seed=args.seed + 1)
     measure_val = partial(measure_archs, space=space, supernet=supernet, calib_loader=loaders.calib,
                           val_loader=loaders.val, device=cpu)
@@ -148,9 +148,9 @@ def main() -> None:
     result["predictor_pair_seconds"] = round((time.perf_counter() - t) / len(archs), 3)
     n_front = round(args.predictor_archs * FRONT_SHARE)
     predictors = {"uniform": fit_accuracy_predictor(space=space, pairs=pairs, seed=args.seed)}
-    predictors["front_aware"], _ = fit_front_aware_predictor(
-        space=space, pairs=pairs[:len(pairs) - n_front], cost=FlopsTable(space=space, num_classes=10),
-        measure=lambda picks: [m for _, m in measure_val(archs=picks)], n_front=n_front, seed=args.seed)
+    front_pairs = add_front_pairs(space=space, pairs=pairs[:len(pairs) - n_front], measure=measure_val,
+                                  cost=FlopsTable(space=space, num_classes=10), n_front=n_front, seed=args.seed)
+    predictors["front_aware"] = fit_accuracy_predictor(space=space, pairs=front_pairs, seed=args.seed)
     predictor = predictors["front_aware"]
     result["accuracy_predictors"] = {k: {m: p.report[m] for m in ("model", "rmse", "kendall_tau", "n_train", "n_test")}
                                      for k, p in predictors.items()}

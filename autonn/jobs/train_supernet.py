@@ -66,7 +66,7 @@ def precheck_train(runtime, params: TrainSupernetParams) -> None:  # noqa: ANN00
 def train_supernet_job(ctx: JobContext, p: TrainSupernetParams) -> dict[str, Any]:
     """Train a weight-sharing supernet on a frozen dataset version and fit its accuracy predictor."""
     from autonn.flops import FlopsTable
-    from autonn.predictors import fit_accuracy_predictor, fit_front_aware_predictor, measure_archs
+    from autonn.predictors import add_front_pairs, fit_accuracy_predictor, measure_archs
     from autonn.train import SeededShuffle, TrainConfig, train_supernet
 
     records = ctx.runtime.records
@@ -104,7 +104,6 @@ def train_supernet_job(ctx: JobContext, p: TrainSupernetParams) -> dict[str, Any
     supernet.cpu().eval()
     keys = supernet_keys(ctx.job_id)
     save_supernet_weights(ctx, supernet=supernet, space=space, num_classes=loaders.num_classes)
-    predictor = None
     if ctx.store.exists(keys["pairs"]):
         pairs = [(a, m) for a, m in ctx.store.get_json(keys["pairs"])]
     else:
@@ -114,13 +113,11 @@ def train_supernet_job(ctx: JobContext, p: TrainSupernetParams) -> dict[str, Any
                           val_loader=loaders.val, device=torch.device("cpu"))
         pairs = measure(archs=archs, progress=stage_progress(ctx, 0.75, 0.92))
         if n_front:
-            front_progress = stage_progress(ctx, 0.92, 0.98)
-            predictor, pairs = fit_front_aware_predictor(
-                space=space, pairs=pairs, cost=FlopsTable(space=space, num_classes=loaders.num_classes),
-                measure=lambda picks: [m for _, m in measure(archs=picks, progress=front_progress)],
-                n_front=n_front, seed=p.seed)
+            pairs = add_front_pairs(space=space, pairs=pairs, n_front=n_front, seed=p.seed,
+                                    measure=partial(measure, progress=stage_progress(ctx, 0.92, 0.98)),
+                                    cost=FlopsTable(space=space, num_classes=loaders.num_classes))
         ctx.store.put_if_absent(keys["pairs"], json.dumps(pairs).encode())
-    predictor = predictor or fit_accuracy_predictor(space=space, pairs=pairs, seed=p.seed)
+    predictor = fit_accuracy_predictor(space=space, pairs=pairs, seed=p.seed)
     ctx.store.put_if_absent(keys["predictor"], predictor.to_bytes())
     metrics = {"val_largest": trained.final.get("val_largest"), "val_smallest": trained.final.get("val_smallest"),
                "predictor": predictor.report, "history": trained.history, "epochs": p.epochs,

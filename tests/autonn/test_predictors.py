@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from autonn.export import count_flops
 from autonn.flops import FlopsTable
 from autonn.pareto import hypervolume_2d, nsga2
-from autonn.predictors import AccuracyPredictor, fit_accuracy_predictor, fit_front_aware_predictor, measure_archs
+from autonn.predictors import AccuracyPredictor, add_front_pairs, fit_accuracy_predictor, measure_archs
 from autonn.spaces.base import get_search_space, hashable_arch
 from tests.autonn.test_train import SPACE_OPTIONS, digits
 
@@ -137,13 +137,13 @@ def test_front_aware_pairs_correct_the_predictor_where_the_search_goes(flops, se
     pairs = list(zip(archs, truth(archs), strict=True))
     asked = []
 
-    def measure(picks):
-        asked.append(len(picks))
-        return truth(picks)
+    def measure(*, archs):
+        asked.append(len(archs))
+        return list(zip(archs, truth(archs), strict=True))
 
     uniform = fit_accuracy_predictor(space=SPACE, pairs=pairs, seed=seed)
-    aware, all_pairs = fit_front_aware_predictor(space=SPACE, pairs=pairs[:56], measure=measure, cost=flops,
-                                                 n_front=24, seed=seed)
+    all_pairs = add_front_pairs(space=SPACE, pairs=pairs[:56], measure=measure, cost=flops, n_front=24, seed=seed)
+    aware = fit_accuracy_predictor(space=SPACE, pairs=all_pairs, seed=seed)
     assert asked == [12, 12] and len({hashable_arch(a) for a, _ in all_pairs}) == len(all_pairs) == 80
     ref = (0.4, 1.05 * flops([SPACE.largest()])[0])
     scores = {}
