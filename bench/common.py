@@ -75,9 +75,13 @@ def timed_again(*, table, space, first: dict[str, Any], num_classes: int, **eval
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:
-    """bench/results/<name>.json with the commit and the machine added."""
-    result = {**result, "commit": git("rev-parse", "HEAD"), "worktree_dirty": bool(git("status", "--porcelain")),
-              "machine": machine()}
+    """bench/results/<name>.json with the commit and the machine added. A copy of the tree with no
+    git history (the GPU machine gets one) names its commit in TANGO_BENCH_COMMIT."""
+    commit = git("rev-parse", "HEAD")
+    dirty: bool | None = bool(git("status", "--porcelain"))
+    if commit == "unknown":
+        commit, dirty = os.environ.get("TANGO_BENCH_COMMIT", "unknown"), None
+    result = {**result, "commit": commit, "worktree_dirty": dirty, "machine": machine()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.json"
     out.write_text(json.dumps(result, indent=2, default=str) + "\n")
