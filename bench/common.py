@@ -75,12 +75,12 @@ def timed_again(*, table, space, first: dict[str, Any], num_classes: int, **eval
 
 
 def write_result(name: str, result: dict[str, Any]) -> Path:
-    """bench/results/<name>.json with the commit and the machine added. A copy of the tree with no
-    git history (the GPU machine gets one) names its commit in TANGO_BENCH_COMMIT."""
-    commit = git("rev-parse", "HEAD")
-    dirty: bool | None = bool(git("status", "--porcelain"))
-    if commit == "unknown":
-        commit, dirty = os.environ.get("TANGO_BENCH_COMMIT", "unknown"), None
+    """bench/results/<name>.json with the commit and the machine added. TANGO_BENCH_COMMIT, where
+    set, names the commit instead: the GPU machine gets a copy of the working tree whose .git is
+    not the one it was copied from (there `git rev-parse HEAD` named an older commit)."""
+    commit, dirty = os.environ.get("TANGO_BENCH_COMMIT"), None
+    if not commit:
+        commit, dirty = git("rev-parse", "HEAD"), bool(git("status", "--porcelain"))
     result = {**result, "commit": commit, "worktree_dirty": dirty, "machine": machine()}
     RESULTS.mkdir(parents=True, exist_ok=True)
     out = RESULTS / f"{name}.json"
