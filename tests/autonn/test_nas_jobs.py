@@ -143,3 +143,16 @@ def test_detection_supernet_to_exported_model(stack):
     onnx_bytes = client.get(f"/models/{model['model_id']}/files/model.onnx").content
     out = ort.InferenceSession(onnx_bytes).run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})[0]
     assert out.shape[:2] == (1, 4 + 3)
+
+
+@pytest.mark.parametrize(("task", "n_random"), [("classify", 3), ("detect", 2)])
+def test_train_config_takes_task_defaults_unless_set(task, n_random):
+    from autonn.jobs.train_supernet import TASK_DEFAULTS, TrainSupernetParams, train_config
+
+    unset = train_config(params=TrainSupernetParams(dataset_id="d", dataset_version="v1"), task=task)
+    assert (unset.n_random, unset.lr, unset.label_weight) == (n_random, TASK_DEFAULTS[task]["lr"],
+                                                              TASK_DEFAULTS[task]["label_weight"])
+    # An explicit value wins, 0 included (a falsy value is still a choice).
+    chosen = train_config(params=TrainSupernetParams(dataset_id="d", dataset_version="v1", n_random=0, lr=0.01,
+                                                     label_weight=0.0, epochs=7), task=task)
+    assert (chosen.n_random, chosen.lr, chosen.label_weight, chosen.epochs) == (0, 0.01, 0.0, 7)
