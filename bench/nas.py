@@ -134,7 +134,7 @@ def main() -> None:
     supernet = space.build_supernet(num_classes=10)
     # The label loss on distilled sub-networks: the teacher is weak for much of a short run (at 8
     # epochs it added 1.5-4 points to small sub-networks).
-    # n_random: the product's default since nas_recipes.json (3); nas_amd.json and earlier ran with 2.
+    # n_random: the product's default (each result records it; nas_amd_n3.json ran with 3).
     config = TrainConfig(epochs=args.epochs, lr=LR, optimizer="adamw", warmup_epochs=0.5, n_random=RECIPE["n_random"],
                          label_weight=RECIPE["label_weight"], seed=args.seed)
     trained = train_supernet(space=space, supernet=supernet, train_loader=loaders.train, val_loader=loaders.val,
