@@ -306,14 +306,13 @@ def main() -> None:
     # --alone-seeds times (initial weights and data order from the seed): one run's accuracy swings
     # by a point or more from the seed alone (on the AMD machine one of them came out 4.5 points
     # under its supernet sub-network), and the claim is about the architecture, not one draw.
-    train_set = loaders.train.dataset
+    train = loaders.train
 
     def alone_loader(k: int) -> torch.utils.data.DataLoader:
-        if k == 0:
-            return loaders.train
-        return torch.utils.data.DataLoader(train_set, batch_size=loaders.train.batch_size,
-                                           drop_last=loaders.train.drop_last, sampler=SeededShuffle(len(train_set), seed=args.seed + k),
-                                           collate_fn=loaders.train.collate_fn)
+        """loaders.train with seed args.seed + k for its order (k = 0: the same order as loaders.train)."""
+        return torch.utils.data.DataLoader(train.dataset, batch_size=train.batch_size, drop_last=train.drop_last,
+                                           sampler=SeededShuffle(len(train.dataset), seed=args.seed + k),
+                                           collate_fn=train.collate_fn)
 
     pairs_2pt, within, within_per_seed = [], 0, [0] * args.alone_seeds
     for arch in picks:

@@ -35,14 +35,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import write_result
+from common import measured_ms, write_result
 
 from autonn.batching import SeededShuffle, to_device
 from autonn.data import make_loaders
 from autonn.latency import (
     build_latency_table,
     evaluate_latency_model,
-    measure_network_ms,
     network_input_shape,
     time_torch_cuda,
 )
@@ -253,10 +252,9 @@ def main() -> None:
     table = tables["yolo_det"]
 
     def measure(arch: dict) -> float:
-        model, shape = supernet.extract(arch), network_input_shape(space, arch)
-        if cuda:
-            return float(np.median(time_torch_cuda(model, shape)))
-        return measure_network_ms(models={"m": (model, shape)})["m"]["median_ms"]
+        if not cuda:
+            return measured_ms(space, supernet, [arch], 1)[0]
+        return float(np.median(time_torch_cuda(supernet.extract(arch), network_input_shape(space, arch))))
 
     fastest, largest = measure(space.smallest()), measure(space.largest())
     budgets = list(np.linspace(fastest * 1.1, largest, args.budgets))
