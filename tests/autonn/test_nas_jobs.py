@@ -145,7 +145,7 @@ def test_detection_supernet_to_exported_model(stack):
     assert out.shape[:2] == (1, 4 + 3)
 
 
-@pytest.mark.parametrize(("task", "n_random"), [("classify", 2), ("detect", 2)])
+@pytest.mark.parametrize(("task", "n_random"), [("classify", 3), ("detect", 2)])
 def test_train_config_takes_task_defaults_unless_set(task, n_random):
     from autonn.jobs.train_supernet import TASK_DEFAULTS, TrainSupernetParams, train_config
 
