@@ -111,10 +111,13 @@ class Records:
     def put_model(self, **row: Any) -> dict[str, Any]:
         return self._put("models", {"created_at": utcnow(), **row})
 
-    def reusable_supernet(self, *, space: str, options: dict, dataset_id: str, version: str) -> dict | None:
+    def reusable_supernet(self, *, space: str, options: dict, dataset_id: str, version: str,
+                          recipe: dict[str, Any]) -> dict | None:
+        """A ready supernet of this space on this dataset version, trained with this recipe (rows
+        from before recipes were recorded have none, so they are not reused)."""
         rows = self.list("supernets", options_hash=options_hash(space, options), dataset_id=dataset_id,
                          dataset_version=version, state="ready")
-        return rows[0] if rows else None
+        return next((r for r in rows if (r.get("metrics") or {}).get("recipe") == recipe), None)
 
     def latest_latency_table(self, *, space: str, options: dict, device: str) -> dict | None:
         rows = self.list("latency_tables", options_hash=options_hash(space, options), device=device)

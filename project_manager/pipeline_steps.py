@@ -9,6 +9,7 @@ from tango.client import ServiceError
 
 if TYPE_CHECKING:
     from project_manager.pipeline import Run
+    from project_manager.projects import Training
 
 SPACES = {"classify": "resnet_cls", "detect": "yolo_det"}
 
@@ -46,12 +47,18 @@ def version(run: Run) -> dict[str, Any]:
     return {"dataset_id": dataset_id, "version": frozen["version"], "frozen": frozen}
 
 
+def supernet_params(*, dataset_id: str, version: str, task: str, training: Training) -> dict[str, Any]:
+    """The train_supernet job a project asks for; knobs left unset (None) take autonn's task defaults."""
+    t = training
+    return {"dataset_id": dataset_id, "dataset_version": version, "space": SPACES[task],
+            "space_options": t.space_options, "epochs": t.supernet_epochs, "batch_size": t.batch_size, "lr": t.lr,
+            "n_random": t.n_random, "predictor_archs": t.predictor_archs, "device": t.device_compute, "reuse": True}
+
+
 def supernet(run: Run) -> dict[str, Any]:
-    v, t = run.results["version"], run.project.training
-    return run.child("supernet", "autonn", "train_supernet", {
-        "dataset_id": v["dataset_id"], "dataset_version": v["version"], "space": SPACES[run.project.task],
-        "space_options": t.space_options, "epochs": t.supernet_epochs, "batch_size": t.batch_size, "lr": t.lr,
-        "predictor_archs": t.predictor_archs, "device": t.device_compute, "reuse": True})[1]
+    v = run.results["version"]
+    return run.child("supernet", "autonn", "train_supernet", supernet_params(
+        dataset_id=v["dataset_id"], version=v["version"], task=run.project.task, training=run.project.training))[1]
 
 
 def latency_table(run: Run) -> dict[str, Any]:

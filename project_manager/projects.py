@@ -25,6 +25,8 @@ class Training(BaseModel):
     finetune_epochs: int = Field(5, ge=0, le=500)
     batch_size: int = Field(64, ge=2, le=1024)
     lr: float | None = Field(None, gt=0, le=10, description="supernet learning rate (AdamW); default by task")
+    n_random: int | None = Field(None, ge=0, le=8, description="random sub-networks per supernet training step "
+                                                                "besides the largest and smallest; default by task")
     predictor_archs: int = Field(60, ge=10, le=5000)
     latency_networks: int = Field(30, ge=0, le=500)
     latency_max_age_days: float = Field(30.0, gt=0, description="reuse a latency table younger than this")

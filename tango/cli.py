@@ -219,8 +219,10 @@ app.command("agent")(_agent_cmd)
 
 
 @app.command("run")
-def run_(project_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a project YAML")]) -> None:
+def run_(project_file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="a project YAML")],
+         report_json: Annotated[Path | None, typer.Option(help="also write the finished run (stages, report) "
+                                                                "as JSON to this file")] = None) -> None:
     """Run a whole project end to end (starting the embedded stack if none is up) and print its report."""
     from tango.cli_run import run_project
 
-    run_project(project_file)
+    run_project(project_file, report_json=report_json)

@@ -45,7 +45,7 @@ def sample_zip(data: dict[str, Any], classes: list[str]) -> bytes:
     return buf.getvalue()
 
 
-def run_project(path: Path) -> None:
+def run_project(path: Path, *, report_json: Path | None = None) -> None:
     from tango.cli import _readiness, _settings, console
     from tango.credentials import user_token
     from tango.embedded import EmbeddedStack
@@ -72,6 +72,8 @@ def run_project(path: Path) -> None:
                 console.print(f"uploaded {len(body) / 1e6:.1f} MB of {data['sample']} images (import job {job['id']})")
             run = pm.request("POST", f"/projects/{project['id']}/runs", json={"import_job_ids": imports})
             final = follow_run(pm, project["id"], run["id"])
+            if report_json is not None:
+                report_json.write_text(json.dumps({"project": project, "run": final}, indent=2, default=str))
             print_report(pm, project, final)
             if final["state"] != "succeeded":
                 raise typer.Exit(1)

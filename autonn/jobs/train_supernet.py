@@ -67,6 +67,15 @@ def train_config(*, params: TrainSupernetParams, task: str) -> TrainConfig:
                        seed=params.seed, batch_size=params.batch_size, **picked)
 
 
+def recipe(*, params: TrainSupernetParams, task: str) -> dict[str, Any]:
+    """What a supernet's weights and predictor depend on besides its space and data. A supernet is
+    reused only for the same recipe: a person who raises the epochs expects a new training."""
+    from dataclasses import asdict
+
+    config = {k: v for k, v in asdict(train_config(params=params, task=task)).items() if k != "progress_every"}
+    return {**config, "predictor_archs": params.predictor_archs, "predictor_front_share": params.predictor_front_share}
+
+
 def precheck_train(runtime, params: TrainSupernetParams) -> None:  # noqa: ANN001
     try:
         manifest = load_version(runtime.store, params.dataset_id, params.dataset_version)
@@ -91,9 +100,10 @@ def train_supernet_job(ctx: JobContext, p: TrainSupernetParams) -> dict[str, Any
     records = ctx.runtime.records
     manifest = load_version(ctx.store, p.dataset_id, p.dataset_version)
     space = get_search_space(p.space or DEFAULT_SPACE[manifest.task], **p.space_options)
+    made_with = recipe(params=p, task=manifest.task)
     if p.reuse:
         row = records.reusable_supernet(space=space.name, options=space.options, dataset_id=p.dataset_id,
-                                        version=p.dataset_version)
+                                        version=p.dataset_version, recipe=made_with)
         if row is not None and row["id"] != ctx.job_id:
             return {"supernet_id": row["id"], "reused": True, **summary(row["metrics"])}
     records.put_supernet(id=ctx.job_id, space=space.name, space_options=space.options, dataset_id=p.dataset_id,
@@ -138,7 +148,7 @@ def train_supernet_job(ctx: JobContext, p: TrainSupernetParams) -> dict[str, Any
     metrics = {"val_largest": trained.final.get("val_largest"), "val_smallest": trained.final.get("val_smallest"),
                "predictor": predictor.report, "history": trained.history, "epochs": p.epochs,
                "train_seconds": round(time.monotonic() - started, 2), "device": str(device),
-               "cardinality": space.cardinality(), "dataset_hash": loaders.manifest_hash}
+               "cardinality": space.cardinality(), "dataset_hash": loaders.manifest_hash, "recipe": made_with}
     records.put_supernet(id=ctx.job_id, space=space.name, space_options=space.options, dataset_id=p.dataset_id,
                          dataset_version=p.dataset_version, task=manifest.task, classes=manifest.classes,
                          state="ready", weights_key=keys["weights"], predictor_key=keys["predictor"], metrics=metrics)

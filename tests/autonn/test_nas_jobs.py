@@ -9,6 +9,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from autonn.api import create_app
+from autonn.jobs.train_supernet import TrainSupernetParams, recipe
+from autonn.spaces import get_search_space
 from tango.queue import execute
 from tests.factories import TINY_RESNET, TINY_YOLO, build_runtime, digits_version, shapes_version
 
@@ -36,19 +38,28 @@ def run(runtime, client, kind: str, params: dict) -> dict:
 
 def test_train_search_finetune_export(stack):
     runtime, client = stack
-    trained = run(runtime, client, "train_supernet", {
-        "dataset_id": "digits", "dataset_version": "v1", "space_options": TINY_RESNET, "epochs": 2,
-        "batch_size": 32, "lr": 0.003, "n_random": 1, "predictor_archs": 12, "device": "cpu"})
+    params = {"dataset_id": "digits", "dataset_version": "v1", "space_options": TINY_RESNET, "epochs": 2,
+              "batch_size": 32, "lr": 0.003, "n_random": 1, "predictor_archs": 12, "device": "cpu"}
+    trained = run(runtime, client, "train_supernet", params)
     supernet_id = trained["supernet_id"]
     assert trained["val_largest"] > 0.3 and trained["cardinality"] >= 1e8
     # 12 measured sub-networks: 10 random, then 2 (the default 30 % share, capped to keep 10 random)
     # picked from the predictor's Pareto fronts against FLOPs.
     assert trained["predictor"]["n_train"] + trained["predictor"]["n_test"] == 12
     assert client.get(f"/supernets/{supernet_id}").json()["state"] == "ready"
-    # Same space on the same dataset version: the trained supernet is reused.
-    again = run(runtime, client, "train_supernet", {"dataset_id": "digits", "dataset_version": "v1",
-                                                    "space_options": TINY_RESNET, "epochs": 2})
+    # Same space, dataset version and recipe: the trained supernet is reused (on any device).
+    again = run(runtime, client, "train_supernet", {**params, "device": "auto"})
     assert again == {**again, "supernet_id": supernet_id, "reused": True}
+    # Another recipe (more epochs, or the task's default lr) is a new training, not the old weights.
+    made_with = client.get(f"/supernets/{supernet_id}").json()["metrics"]["recipe"]
+    assert made_with == recipe(params=TrainSupernetParams(**params), task="classify")
+    def reusable(made_with: dict) -> dict | None:
+        return runtime.records.reusable_supernet(space="resnet_cls", options=space.options, dataset_id="digits",
+                                                 version="v1", recipe=made_with)
+    space = get_search_space("resnet_cls", **TINY_RESNET)
+    assert reusable(made_with)["id"] == supernet_id
+    for changed in ({"epochs": 3}, {"lr": None}):
+        assert reusable(recipe(params=TrainSupernetParams(**{**params, **changed}), task="classify")) is None
 
     table = run(runtime, client, "latency_table", {"supernet_id": supernet_id, "n_fit_networks": 6, "rounds": 3})
     assert table["entries"] > 100 and table["noise_floor"] >= 0
@@ -147,7 +158,7 @@ def test_detection_supernet_to_exported_model(stack):
 
 @pytest.mark.parametrize(("task", "n_random"), [("classify", 3), ("detect", 2)])
 def test_train_config_takes_task_defaults_unless_set(task, n_random):
-    from autonn.jobs.train_supernet import TASK_DEFAULTS, TrainSupernetParams, train_config
+    from autonn.jobs.train_supernet import TASK_DEFAULTS, train_config
 
     unset = train_config(params=TrainSupernetParams(dataset_id="d", dataset_version="v1"), task=task)
     assert (unset.n_random, unset.lr, unset.label_weight) == (n_random, TASK_DEFAULTS[task]["lr"],

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from project_manager.pipeline_steps import codegen_params
+from autonn.jobs.train_supernet import TrainSupernetParams
+from project_manager.pipeline_steps import codegen_params, supernet_params
+from project_manager.projects import Training
 from tango.agent import device_facts
 
 
@@ -17,3 +19,13 @@ def test_tvm_packages_for_another_device_are_compiled_for_what_its_agent_reporte
     host = codegen_params(model_id="m", targets=["tvm"], device="host", facts=device_facts(import_runtimes=False))
     assert "options" not in host
     assert "options" not in codegen_params(model_id="m", targets=["onnxruntime"], device="edge-box", facts=v4)
+
+
+def test_the_supernet_job_gets_the_projects_knobs_and_autonn_defaults_the_rest():
+    asked = supernet_params(dataset_id="d", version="v2", task="classify",
+                            training=Training(supernet_epochs=12, n_random=1, lr=0.01))
+    assert (asked["space"], asked["epochs"], asked["n_random"], asked["lr"]) == ("resnet_cls", 12, 1, 0.01)
+    unset = supernet_params(dataset_id="d", version="v2", task="detect", training=Training())
+    assert (unset["space"], unset["n_random"], unset["lr"]) == ("yolo_det", None, None)
+    # What the pipeline sends is what autonn's job accepts (it forbids unknown fields).
+    assert TrainSupernetParams(**asked).n_random == 1 and TrainSupernetParams(**unset).n_random is None

@@ -398,25 +398,25 @@ export interface paths {
          * @description The project's dataset at the labelling service: `/projects/{id}/labelling/images` is
          *     `/datasets/{dataset}/images` there. Viewers may read; only owners may change.
          */
-        get: operations["labelling_proxy_projects__project_id__labelling__path__post"];
+        get: operations["labelling_proxy_projects__project_id__labelling__path__get"];
         /**
          * Labelling Proxy
          * @description The project's dataset at the labelling service: `/projects/{id}/labelling/images` is
          *     `/datasets/{dataset}/images` there. Viewers may read; only owners may change.
          */
-        put: operations["labelling_proxy_projects__project_id__labelling__path__post"];
+        put: operations["labelling_proxy_projects__project_id__labelling__path__get"];
         /**
          * Labelling Proxy
          * @description The project's dataset at the labelling service: `/projects/{id}/labelling/images` is
          *     `/datasets/{dataset}/images` there. Viewers may read; only owners may change.
          */
-        post: operations["labelling_proxy_projects__project_id__labelling__path__post"];
+        post: operations["labelling_proxy_projects__project_id__labelling__path__get"];
         /**
          * Labelling Proxy
          * @description The project's dataset at the labelling service: `/projects/{id}/labelling/images` is
          *     `/datasets/{dataset}/images` there. Viewers may read; only owners may change.
          */
-        delete: operations["labelling_proxy_projects__project_id__labelling__path__post"];
+        delete: operations["labelling_proxy_projects__project_id__labelling__path__get"];
         options?: never;
         head?: never;
         /**
@@ -424,7 +424,7 @@ export interface paths {
          * @description The project's dataset at the labelling service: `/projects/{id}/labelling/images` is
          *     `/datasets/{dataset}/images` there. Viewers may read; only owners may change.
          */
-        patch: operations["labelling_proxy_projects__project_id__labelling__path__post"];
+        patch: operations["labelling_proxy_projects__project_id__labelling__path__get"];
         trace?: never;
     };
     "/projects/{project_id}/imports/{job_id}": {
@@ -691,6 +691,8 @@ export interface components {
         AgentFacts: {
             /** Cpu */
             cpu: string;
+            /** Cpu Flags */
+            cpu_flags?: string[];
             /** Cores */
             cores: number;
             /** Memory Gb */
@@ -1221,6 +1223,11 @@ export interface components {
              * @description supernet learning rate (AdamW); default by task
              */
             lr?: number | null;
+            /**
+             * N Random
+             * @description random sub-networks per supernet training step besides the largest and smallest; default by task
+             */
+            n_random?: number | null;
             /**
              * Predictor Archs
              * @default 60
@@ -2098,7 +2105,7 @@ export interface operations {
             };
         };
     };
-    labelling_proxy_projects__project_id__labelling__path__post: {
+    labelling_proxy_projects__project_id__labelling__path__get: {
         parameters: {
             query?: never;
             header?: never;
@@ -2130,7 +2137,7 @@ export interface operations {
             };
         };
     };
-    labelling_proxy_projects__project_id__labelling__path__post: {
+    labelling_proxy_projects__project_id__labelling__path__get: {
         parameters: {
             query?: never;
             header?: never;
@@ -2162,7 +2169,7 @@ export interface operations {
             };
         };
     };
-    labelling_proxy_projects__project_id__labelling__path__post: {
+    labelling_proxy_projects__project_id__labelling__path__get: {
         parameters: {
             query?: never;
             header?: never;
@@ -2194,7 +2201,7 @@ export interface operations {
             };
         };
     };
-    labelling_proxy_projects__project_id__labelling__path__post: {
+    labelling_proxy_projects__project_id__labelling__path__get: {
         parameters: {
             query?: never;
             header?: never;
@@ -2226,7 +2233,7 @@ export interface operations {
             };
         };
     };
-    labelling_proxy_projects__project_id__labelling__path__post: {
+    labelling_proxy_projects__project_id__labelling__path__get: {
         parameters: {
             query?: never;
             header?: never;
