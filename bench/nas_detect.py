@@ -29,7 +29,7 @@ from common import measured_ms, write_result
 
 from autonn.data import make_loaders
 from autonn.delivery import deliver_subnet
-from autonn.jobs.finetune import FinetuneParams
+from autonn.jobs.finetune import LR_BY_TASK, FinetuneParams
 from autonn.latency import build_latency_table, measure_network_ms, network_input_shape
 from autonn.predictors import fit_accuracy_predictor, measure_archs
 from autonn.search import BudgetUnreachable, search_under_budget
@@ -135,8 +135,8 @@ def main() -> None:
 
     tuned = FinetuneParams.model_fields  # the finetune job's defaults: what Tango hands a user
 
-    ft = TrainConfig(epochs=tuned["epochs"].default, lr=tuned["lr"].default, optimizer=tuned["optimizer"].default,
-                     seed=args.seed)
+    ft = TrainConfig(epochs=tuned["epochs"].default, lr=tuned["lr"].default or LR_BY_TASK["detect"],
+                     optimizer=tuned["optimizer"].default, seed=args.seed)
 
     def deliver(arch: dict) -> float:
         """Test mAP50-95 of `arch` as the product's finetune job makes it (its defaults)."""
@@ -183,7 +183,7 @@ def main() -> None:
                   latency_gain_per_family_member_trained_alone=gains_alone,
                   map_gain_at_equal_latency_per_family_member_trained_alone=map_gains_alone,
                   detection_latency_gain_at_equal_map_trained_alone=mean_alone,
-                  finetune={k: tuned[k].default for k in ("epochs", "lr", "optimizer", "distill")})
+                  finetune={"epochs": ft.epochs, "lr": ft.lr, "optimizer": ft.optimizer, "distill": tuned["distill"].default})
     print(f"delivered (supernet weights + the finetune job's recipe): latency gain at equal mAP {gains}, "
           f"mAP gain at equal latency {map_gains}")
     print(f"trained alone: latency gain at equal mAP {gains_alone}, mAP gain at equal latency {map_gains_alone}")

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from autonn.api import create_app
+from autonn.jobs.finetune import LR_BY_TASK
 from autonn.jobs.train_supernet import TrainSupernetParams, recipe
 from autonn.spaces import get_search_space
 from tango.queue import execute
@@ -87,6 +88,7 @@ def test_train_search_finetune_export(stack):
                                               "batch_size": 32, "device": "cpu"})
     card = client.get(f"/models/{model['model_id']}/files/card.json").json()
     assert card["metric"]["name"] == "top1" and 0 <= card["metric"]["val"] <= 1
+    assert card["finetune"] == {**card["finetune"], "epochs": 1, "lr": LR_BY_TASK["classify"], "distill": True}
     # Fine-tuning never ships a model worse on validation than the supernet's own sub-network.
     assert card["metric"]["val"] >= card["metric"]["val_before_finetune"]
     assert card["latency"]["budget_ms"] == budget and card["latency"]["measured_ms"] > 0
@@ -150,6 +152,7 @@ def test_detection_supernet_to_exported_model(stack):
                                               "batch_size": 8, "device": "cpu"})
     card = client.get(f"/models/{model['model_id']}/files/card.json").json()
     assert card["metric"]["name"] == "mAP50-95" and card["output"]["name"] == "output0"
+    assert card["finetune"]["lr"] == LR_BY_TASK["detect"] != LR_BY_TASK["classify"]
     assert card["onnx"]["max_rel_diff_vs_torch"] < 1e-4
     onnx_bytes = client.get(f"/models/{model['model_id']}/files/model.onnx").content
     out = ort.InferenceSession(onnx_bytes).run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})[0]

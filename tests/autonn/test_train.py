@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from autonn.spaces.base import get_search_space
 from autonn.train import (SeededShuffle, TrainConfig, epoch_permutation, evaluate_subnet, extract_copy, finetune,
-                          load_checkpoint, recalibrate_bn, train_supernet)
+                          load_checkpoint, recalibrate_bn, standalone_teacher, train_supernet)
 
 CPU = torch.device("cpu")
 # Small enough for one shared CPU thread; resolutions below the data's 24 px exercise resizing.
@@ -235,6 +235,30 @@ def test_finetune_with_supernet_teacher_and_resume():
     metric2, history2 = finetune(space=space, model=extract_copy(net, arch), arch=arch, train_loader=train,
                                  val_loader=val, config=cfg, device=CPU, teacher=net, checkpointer=ckpt)
     assert history2 == history and metric2 == metric
+
+
+def test_a_supernet_teacher_is_its_largest_arch_with_its_own_bn_statistics():
+    space, net = make_supernet()
+    train, _ = loaders(96, 32)
+    # Shared statistics as a supernet's training leaves them: a mix that fits no sub-network.
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0, 3)
+            m.running_var.uniform_(0.01, 10)
+    shared = {k: v.clone() for k, v in net.state_dict().items()}
+    teacher = standalone_teacher(space=space, teacher=net, loader=train, device=CPU, batches=3)
+    largest = space.largest()
+    expected = recalibrate_bn(model=extract_copy(net, largest), loader=train, space=space, arch=largest, device=CPU,
+                              batches=3)
+    images = F.interpolate(next(iter(train))[0], size=(space.input_size(largest),) * 2, mode="bilinear",
+                           align_corners=False)
+    with torch.no_grad():
+        assert torch.allclose(teacher(images), expected(images), atol=1e-5)
+        net.set_active(largest)
+        assert not torch.allclose(net.eval()(images), expected(images), atol=1e-2)  # what was distilled before
+    assert not teacher.training and all(torch.equal(v, shared[k]) for k, v in net.state_dict().items())
+    other = torch.nn.Linear(3, 2)
+    assert standalone_teacher(space=space, teacher=other, loader=train, device=CPU) is other
 
 
 def _ddp_available() -> bool:
