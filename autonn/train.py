@@ -304,7 +304,7 @@ def standalone_teacher(*, space: SearchSpace, teacher: nn.Module, loader: Iterab
     if not isinstance(unwrap(teacher), Supernet):
         return teacher
     largest = space.largest()
-    copy_ = extract_copy(teacher, largest).to(device)
+    copy_ = space.as_teacher(extract_copy(teacher, largest)).to(device)
     return recalibrate_bn(model=copy_, loader=loader, space=space, arch=largest, device=device, batches=batches)
 
 

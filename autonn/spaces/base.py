@@ -134,6 +134,11 @@ class SearchSpace(ABC):
     @abstractmethod
     def distill_loss(self, student: Any, teacher: Any) -> torch.Tensor: ...
 
+    def as_teacher(self, model: nn.Module) -> nn.Module:
+        """An extracted sub-network set to give, in eval mode, the outputs `distill_loss` learns
+        best from (by default what it gives anyway)."""
+        return model
+
     @abstractmethod
     def evaluate(self, model: nn.Module, loader: Iterable, *, arch: Arch, device: torch.device) -> float:
         """The task metric in [0, 1]: top-1 accuracy (classify) or mAP50-95 (detect)."""

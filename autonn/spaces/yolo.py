@@ -396,6 +396,13 @@ class YoloSearchSpace(SearchSpace):
         loss, _ = self._criterion(raw["scores"].shape[1], raw["scores"].device)(raw, targets)
         return loss.sum() / raw["scores"].shape[0]
 
+    def as_teacher(self, model: nn.Module) -> nn.Module:
+        """Out of export mode, so eval gives (decoded, raw) and distillation takes the KL between
+        DFL distributions, as from the supernet in training. From the decoded boxes alone (the
+        1 - CIoU path) fine-tuning diverged on generated shapes (bench/nas_detect.py)."""
+        model.model[-1].export = False
+        return model
+
     def distill_loss(self, student: Any, teacher: Any) -> torch.Tensor:
         """Distillation from the teacher's head outputs (feature maps of any width share the head's
         strides). Class scores: BCE against the teacher's probabilities, normalised like YOLO's
