@@ -180,6 +180,19 @@ def test_supernet_training_lowers_the_loss(space):
     assert np.mean(losses[-4:]) < 0.75 * np.mean(losses[:4]), losses
 
 
+def test_a_fine_tunes_teacher_gives_raw_head_outputs(space, supernet):
+    from autonn.spaces.yolo_blocks import raw_outputs
+    from autonn.train import standalone_teacher
+
+    loader = _loader(make_shapes(4, size=96), 96, batch_size=2)
+    teacher = standalone_teacher(space=space, teacher=supernet, loader=loader, device=torch.device("cpu"), batches=1)
+    images, _ = next(iter(loader))
+    with torch.no_grad():
+        out = teacher(torch.nn.functional.interpolate(images, size=space.input_size(space.largest())))
+    # Raw outputs: distillation takes the KL between DFL distributions, not the decoded boxes' CIoU.
+    assert not teacher.training and raw_outputs(out) is not None
+
+
 def test_distill_loss_across_sizes_and_from_an_exported_teacher(space, supernet):
     images, _ = next(iter(_loader(make_shapes(2, size=192), 192, batch_size=2)))
     supernet.train()
