@@ -7,6 +7,8 @@ task metric, higher is better) and `latency(archs)` (ms). A LatencyTable is such
 the budget enter the population. `search_under_budget` then checks the winner on the device and,
 when it is over budget, scales the latency predictor by measured/predicted and searches again:
 the budget itself is never relaxed, so the arch it returns has a *measured* latency within it.
+Given `rerank` (the metric measured on the supernet), it searches once per input size and keeps
+whichever shortlisted arch measures best, not the one the accuracy predictor rates best.
 
 A query is one candidate arch whose latency was predicted (its metric is predicted only when it
 fits the budget); an arch already evaluated in a run is not queried again.
@@ -17,7 +19,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,9 +29,9 @@ from autonn.pareto import (CountedPredictor, ParetoPoint, RandomSearchResult, hy
                            random_search)
 from autonn.spaces.base import Arch, SearchSpace, hashable_arch
 
-__all__ = ["BudgetUnreachable", "BudgetedResult", "MeasuredRound", "ParetoPoint", "RandomSearchResult",
-           "SearchResult", "evolve", "fastest_arch", "hypervolume_2d", "nsga2", "pareto_front", "random_search",
-           "search_under_budget"]
+__all__ = ["BudgetUnreachable", "BudgetedResult", "Candidate", "MeasuredRound", "ParetoPoint", "PinnedSpace",
+           "RandomSearchResult", "SearchResult", "evolve", "fastest_arch", "hypervolume_2d", "nsga2", "pareto_front",
+           "random_search", "search_under_budget", "shortlist"]
 
 Predictor = Callable[[list[Arch]], Any]
 
@@ -59,6 +61,7 @@ class SearchResult:
     generations: int
     budget_ms: float
     history: list[float] = field(default_factory=list)  # best predicted metric after each generation
+    top: list[tuple[Arch, float, float]] = field(default_factory=list)  # the final population's best (arch, metric, ms)
 
 
 def _fitting(make: Callable[[], Arch], want: int, *, latency: CountedPredictor, budget_ms: float, seen: set[tuple],
@@ -145,9 +148,69 @@ def evolve(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, budge
             break
         if patience is not None and gen > patience and history[-1] <= history[-1 - patience]:
             break
-    best = max(pop, key=lambda p: p[1])
+    pop.sort(key=lambda p: p[1], reverse=True)
+    best = pop[0]
     return SearchResult(arch=best[0], predicted_metric=best[1], predicted_ms=best[2], queries=lat.n,
-                        seconds=time.perf_counter() - start, generations=gen, budget_ms=budget_ms, history=history)
+                        seconds=time.perf_counter() - start, generations=gen, budget_ms=budget_ms, history=history,
+                        top=pop[:n_parents])
+
+
+class PinnedSpace:
+    """`space` with every arch it makes held at one input size, so a search can run per size."""
+
+    def __init__(self, space: SearchSpace, size: int):
+        self._space, self._size = space, int(size)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._space, name)
+
+    def _pin(self, arch: Arch) -> Arch:
+        return self._space.validate(self._space.pin_input_size(arch, self._size))
+
+    def sample(self, rng: random.Random) -> Arch:
+        return self._pin(self._space.sample(rng))
+
+    def mutate(self, arch: Arch, rng: random.Random, prob: float = 0.1) -> Arch:
+        return self._pin(self._space.mutate(arch, rng, prob))
+
+    def crossover(self, a: Arch, b: Arch, rng: random.Random) -> Arch:
+        return self._pin(self._space.crossover(a, b, rng))
+
+    def largest(self) -> Arch:
+        return self._pin(self._space.largest())
+
+    def smallest(self) -> Arch:
+        return self._pin(self._space.smallest())
+
+
+@dataclass
+class Candidate:
+    arch: Arch
+    predicted_metric: float
+    predicted_ms: float  # as the search saw it (scaled by the round's correction)
+    measured_metric: float | None = None
+
+
+def shortlist(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, budget_ms: float, per_size: int,
+              seed: int, device_name: str = "this device", **evolve_kwargs: Any) -> list[Candidate]:
+    """The `per_size` predicted-best archs within the budget at each input size, one search per
+    size. Why per size: an accuracy predictor is least reliable where genes interact, and input
+    size interacts with everything (a narrow low-resolution net gains less from extra width than
+    an additive fit says). A single search then fills its population with whichever size the
+    predictor over-rates; a shortlist across sizes lets a measurement decide between them."""
+    out: list[Candidate] = []
+    for size in space.input_sizes() or [None]:
+        pinned = space if size is None else PinnedSpace(space, size)
+        try:
+            res = evolve(space=pinned, accuracy=accuracy, latency=latency, budget_ms=budget_ms, seed=seed,
+                         device_name=device_name, **evolve_kwargs)
+        except BudgetUnreachable:
+            continue  # nothing at this size fits
+        out += [Candidate(a, float(m), float(ms)) for a, m, ms in res.top[:per_size]]
+    if not out:
+        _, fastest_ms = fastest_arch(space=space, latency=latency, seed=seed)
+        raise BudgetUnreachable(budget_ms=budget_ms, fastest_ms=fastest_ms, device_name=device_name)
+    return out
 
 
 def fastest_arch(*, space: SearchSpace, latency: Predictor, seed: int = 0, population: int = 32,
@@ -177,7 +240,8 @@ class MeasuredRound:
     predicted_metric: float
     predicted_ms: float  # the unscaled latency predictor
     scale: float  # the factor the search applied to it in this round
-    measured_ms: float
+    measured_ms: float | None
+    measured_metric: float | None = None  # on the supernet, when the search re-ranked its shortlist
 
 
 @dataclass
@@ -191,15 +255,24 @@ class BudgetedResult:
     latency_scale: float  # the correction in force when the arch was found
     rounds: list[MeasuredRound]
     fallback: bool = False  # True: the search kept missing, this is the fastest sub-network instead
+    measured_metric: float | None = None  # on the supernet (with `rerank`)
+    candidates: list[Candidate] = field(default_factory=list)  # the last round's shortlist (with `rerank`)
 
 
 def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Predictor,
-                        measure: Callable[[Arch], float], budget_ms: float, device_name: str, max_rounds: int = 4,
-                        seed: int = 0, **evolve_kwargs: Any) -> BudgetedResult:
+                        measure: Callable[[Arch], float] | None, budget_ms: float, device_name: str,
+                        max_rounds: int = 4, seed: int = 0,
+                        rerank: Callable[[list[Arch]], Sequence[float]] | None = None, per_size: int = 2,
+                        **evolve_kwargs: Any) -> BudgetedResult:
     """Search, measure the winner on the device, and search again with the latency predictor
     scaled by measured/predicted until a winner's *measured* latency fits. When rounds run out
     (or the predictor says nothing fits), the fastest sub-network is measured: it is returned
-    (`fallback=True`) if it fits, else BudgetUnreachable names its measured latency."""
+    (`fallback=True`) if it fits, else BudgetUnreachable names its measured latency.
+
+    `measure` None: no device to measure on; the first winner is returned on the latency
+    predictor's word (`measured_ms` None). `rerank(archs)` -> their metric measured on the
+    supernet: each round shortlists `per_size` archs per input size and the winner is the best
+    *measured* one, so the accuracy predictor's errors cannot pick it on their own."""
     if not budget_ms > 0:
         raise ValueError(f"the latency budget must be a positive number of ms, not {budget_ms!r}")
     scale, rounds = 1.0, []
@@ -210,22 +283,33 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
             return np.asarray(latency(archs), dtype=np.float64) * factor
 
         try:
-            res = evolve(space=space, accuracy=accuracy, latency=scaled, budget_ms=budget_ms, seed=seed + r,
-                         device_name=device_name, **evolve_kwargs)
+            if rerank is None:
+                res = evolve(space=space, accuracy=accuracy, latency=scaled, budget_ms=budget_ms, seed=seed + r,
+                             device_name=device_name, **evolve_kwargs)
+                pick, candidates = Candidate(res.arch, res.predicted_metric, res.predicted_ms), []
+            else:
+                candidates = shortlist(space=space, accuracy=accuracy, latency=scaled, budget_ms=budget_ms,
+                                       per_size=per_size, seed=seed + r, device_name=device_name, **evolve_kwargs)
+                for c, m in zip(candidates, rerank([c.arch for c in candidates]), strict=True):
+                    c.measured_metric = float(m)
+                pick = max(candidates, key=lambda c: (c.measured_metric, c.predicted_metric))
         except BudgetUnreachable:
             break
-        measured = float(measure(res.arch))
-        raw = res.predicted_ms / factor
-        rounds.append(MeasuredRound(res.arch, res.predicted_metric, raw, factor, measured))
-        if measured <= budget_ms:
-            return BudgetedResult(res.arch, res.predicted_metric, raw, measured, budget_ms, device_name, factor, rounds)
+        raw = pick.predicted_ms / factor
+        measured = None if measure is None else float(measure(pick.arch))
+        rounds.append(MeasuredRound(pick.arch, pick.predicted_metric, raw, factor, measured, pick.measured_metric))
+        if measured is None or measured <= budget_ms:
+            return BudgetedResult(pick.arch, pick.predicted_metric, raw, measured, budget_ms, device_name, factor,
+                                  rounds, measured_metric=pick.measured_metric, candidates=candidates)
         # measured > budget >= factor * raw, so the new scale is strictly larger: the next round
         # is stricter exactly where this one was wrong, and scales never shrink.
         scale = max(scale, measured / raw)
     arch, raw = fastest_arch(space=space, latency=latency, seed=seed)
-    measured = float(measure(arch))
+    measured = None if measure is None else float(measure(arch))
     metric = float(np.asarray(accuracy([arch]), dtype=np.float64).reshape(-1)[0])
-    rounds.append(MeasuredRound(arch, metric, raw, scale, measured))
-    if measured <= budget_ms:
-        return BudgetedResult(arch, metric, raw, measured, budget_ms, device_name, scale, rounds, fallback=True)
+    measured_metric = None if rerank is None else float(rerank([arch])[0])
+    rounds.append(MeasuredRound(arch, metric, raw, scale, measured, measured_metric))
+    if measured is None or measured <= budget_ms:
+        return BudgetedResult(arch, metric, raw, measured, budget_ms, device_name, scale, rounds, fallback=True,
+                              measured_metric=measured_metric)
     raise BudgetUnreachable(budget_ms=budget_ms, fastest_ms=measured, device_name=device_name, measured=True)

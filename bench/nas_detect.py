@@ -4,7 +4,8 @@
 
 On the generated shapes set (seeded, offline): train the YOLO-style supernet, fit its accuracy
 predictor, build the host latency table, time the width/depth-scaled n/s/m family, then ask the
-product's budgeted search (`search_under_budget`: predictors, then measured on this CPU) for the
+product's budgeted search (`search_under_budget`: predictors, a shortlist per input size re-ranked
+on the supernet's val split as the search job does, then measured on this CPU) for the
 best sub-network under each family member's measured latency times each of `--budget-factors`:
 what a user with that member's budget (or a tighter one) gets. Every network, family and searched,
 is then made two ways: as Tango delivers it (weights from the supernet, the finetune job's
@@ -20,8 +21,11 @@ member's latency adds. Writes bench/results/nas_detect.json.
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import time
+from functools import partial
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -29,9 +33,12 @@ from common import measured_ms, write_result
 
 from autonn.data import make_loaders
 from autonn.delivery import deliver_subnet
+from autonn.flops import FlopsTable
 from autonn.jobs.finetune import LR_BY_TASK, FinetuneParams
+from autonn.jobs.search import SearchParams
+from autonn.jobs.train_supernet import TrainSupernetParams
 from autonn.latency import build_latency_table, measure_network_ms, network_input_shape
-from autonn.predictors import fit_accuracy_predictor, measure_archs
+from autonn.predictors import add_front_pairs, fit_accuracy_predictor, measure_archs
 from autonn.search import BudgetUnreachable, search_under_budget
 from autonn.spaces import get_search_space
 from autonn.train import SeededShuffle, TrainConfig, finetune, train_supernet
@@ -42,6 +49,7 @@ OPTIONS = {"resolutions": [64, 96], "backbone_widths": [16, 32, 48, 64], "neck_w
 # training images: the "m" family member reached 0.49 test mAP50-95 at 96 px (2e-3: "n" 0.23; the
 # earlier 6 epochs on 168 images at 2e-3 learnt nothing, mAP 0.02).
 LR = 4e-3
+FRONT_SHARE = TrainSupernetParams.model_fields["predictor_front_share"].default
 
 
 def family(space) -> dict[str, dict]:  # noqa: ANN001
@@ -61,7 +69,12 @@ def main() -> None:
     ap.add_argument("--budget-factors", default="0.8,1.0",
                     help="budgets searched per family member, as fractions of its measured latency")
     ap.add_argument("--predictor-archs", type=int, default=100)
+    ap.add_argument("--front-share", type=float, default=FRONT_SHARE,
+                    help="share of --predictor-archs picked from the predictor's fronts (the job's default)")
+    ap.add_argument("--per-size", type=int, default=SearchParams.model_fields["rerank_per_size"].default,
+                    help="shortlisted sub-networks per input size, measured on the supernet (0: the predictor's pick)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--save", help="a folder to keep the trained supernet and the predictor's pairs in")
     ap.add_argument("--result", default="nas_detect", help="bench/results/<name>.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -88,22 +101,38 @@ def main() -> None:
     result["supernet_val_largest"] = trained.final["val_largest"]
     print(f"supernet: {result['supernet_train_seconds']} s, val mAP largest {trained.final['val_largest']:.3f}")
 
+    # The predictor's pairs as the train_supernet job picks them: random sub-networks (here with
+    # the family members among them), then the job's share picked from the predictor's own fronts
+    # against FLOPs (autonn.predictors.add_front_pairs), where a fit on random pairs extrapolates.
     rng = random.Random(args.seed + 1)
+    n_front = round(args.predictor_archs * args.front_share)
     archs = {space.arch_key(a): a for a in (space.largest(), space.smallest(), *family(space).values())}
-    while len(archs) < args.predictor_archs:
+    while len(archs) < args.predictor_archs - n_front:
         a = space.sample(rng)
         archs.setdefault(space.arch_key(a), a)
-    pairs = measure_archs(space=space, supernet=supernet, archs=list(archs.values()), calib_loader=loaders.calib,
-                          val_loader=loaders.val, device=cpu)
+    measure = partial(measure_archs, space=space, supernet=supernet, calib_loader=loaders.calib,
+                      val_loader=loaders.val, device=cpu)
+    pairs = measure(archs=list(archs.values()))
+    if n_front:
+        pairs = add_front_pairs(space=space, pairs=pairs, n_front=n_front, seed=args.seed, measure=measure,
+                                cost=FlopsTable(space=space, num_classes=nc))
     predictor = fit_accuracy_predictor(space=space, pairs=pairs, seed=args.seed)
+    if args.save:
+        out = Path(args.save)
+        out.mkdir(parents=True, exist_ok=True)
+        torch.save(supernet.state_dict(), out / "supernet.pt")
+        (out / "pairs.json").write_text(json.dumps(pairs))
     print("timing the host latency table and the family", flush=True)
     table = build_latency_table(space=space, num_classes=nc, device="host", threads=1, n_fit_networks=20)
     result.update(accuracy_predictor=predictor.report, latency_table_build_seconds=table.build_seconds)
-    result["accuracy_predictor_n_archs"] = len(pairs)
+    result.update(accuracy_predictor_n_archs=len(pairs), predictor_front_share=args.front_share,
+                  search_rerank_per_size=args.per_size)
 
     members = family(space)
     fam_ms = dict(zip(members, measured_ms(space, supernet, list(members.values()), 1, rounds=7), strict=True))
     factors = [float(f) for f in args.budget_factors.split(",")]
+    # The search job's default: shortlist per input size, keep the best on the supernet's val split.
+    rerank = (lambda archs: [m for _, m in measure(archs=archs)]) if args.per_size else None
     picks: dict[str, dict] = {}
     budgets = []
     for name, ms in fam_ms.items():
@@ -111,16 +140,21 @@ def main() -> None:
             try:
                 res = search_under_budget(space=space, accuracy=predictor.predict, latency=table,
                                           measure=lambda a: measured_ms(space, supernet, [a], 1)[0],
-                                          budget_ms=factor * ms, device_name="host", seed=args.seed)
+                                          budget_ms=factor * ms, device_name="host", seed=args.seed,
+                                          rerank=rerank, per_size=args.per_size)
             except BudgetUnreachable as exc:
                 budgets.append({"member": name, "factor": factor, "budget_ms": factor * ms, "refused": str(exc)})
                 continue
             picks.setdefault(space.arch_key(res.arch), res.arch)
+            # What the predictor promised against the supernet's own val mAP for the pick.
+            supernet_map = res.measured_metric if res.measured_metric is not None else measure(archs=[res.arch])[0][1]
             budgets.append({"member": name, "factor": factor, "budget_ms": factor * ms, "arch": res.arch,
-                            "predicted_map": res.predicted_metric, "predicted_ms": res.predicted_ms,
-                            "measured_ms": res.measured_ms})
-            print(f"budget {factor:.2f} x {name} = {factor * ms:.2f} ms: predicted mAP {res.predicted_metric:.3f}, "
-                  f"measured {res.measured_ms:.2f} ms", flush=True)
+                            "predicted_map": res.predicted_metric, "supernet_val_map": supernet_map,
+                            "predicted_ms": res.predicted_ms, "measured_ms": res.measured_ms,
+                            "shortlist": [{"resolution": space.input_size(c.arch), "predicted_map": c.predicted_metric,
+                                           "supernet_val_map": c.measured_metric} for c in res.candidates]})
+            print(f"budget {factor:.2f} x {name} = {factor * ms:.2f} ms: predicted mAP {res.predicted_metric:.3f} "
+                  f"(supernet val {supernet_map:.3f}), measured {res.measured_ms:.2f} ms", flush=True)
     result.update(family_measured_ms_before_training=fam_ms, budget_factors=factors, budgets=budgets)
 
     def train_alone(arch: dict) -> dict:

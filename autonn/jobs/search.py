@@ -24,6 +24,9 @@ class SearchParams(Strict):
     verify: bool = Field(True, description="measure chosen sub-networks on the device (the host only)")
     population: int = Field(100, ge=8, le=2000)
     generations: int = Field(60, ge=1, le=5000)
+    rerank_per_size: int = Field(2, ge=0, le=20, description=(
+        "mode budget: search once per input size, shortlist this many sub-networks of each, measure them on the "
+        "supernet (the dataset's validation split) and keep the best measured; 0 trusts the accuracy predictor"))
     seed: int = 0
 
 

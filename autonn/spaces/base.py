@@ -90,6 +90,14 @@ class SearchSpace(ABC):
     def input_size(self, arch: Arch) -> int:
         """The square input resolution of this sub-network."""
 
+    def input_sizes(self) -> list[int]:
+        """Every input resolution the space offers."""
+        return sorted(int(r) for r in getattr(self, "resolutions", ()))
+
+    def pin_input_size(self, arch: Arch, size: int) -> Arch:
+        """`arch` at input resolution `size` (spaces whose gene is not `resolution` override)."""
+        return {**arch, "resolution": int(size)}
+
     def distinct_samples(self, n: int, *, seed: int, extremes: bool = True) -> list[Arch]:
         """Up to `n` distinct validated archs: the largest and smallest first (with `extremes`),
         then random ones from a `seed`ed generator. Predictor fits, latency tables and benchmarks
