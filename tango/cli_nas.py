@@ -63,10 +63,13 @@ def latency(supernet: Annotated[str, typer.Option(help="supernet id (gives space
 def search(supernet: Annotated[str, typer.Option(help="supernet id")],
            budget: Annotated[float | None, typer.Option(help="latency budget in ms at batch 1")] = None,
            front: Annotated[bool, typer.Option(help="a Pareto front instead of one budget")] = False,
-           points: int = 10, device: str = "host", wait: Wait = True) -> None:
+           points: int = 10, device: str = "host",
+           rerank: Annotated[int, typer.Option(help="sub-networks per input size checked on the supernet's "
+                                                    "validation split; 0 trusts the accuracy predictor")] = 2,
+           wait: Wait = True) -> None:
     """Find the most accurate sub-network under a latency budget (or the accuracy/latency front)."""
     _run("search", {"supernet_id": supernet, "mode": "front" if front else "budget", "budget_ms": budget,
-                    "n_points": points, "device": device}, wait)
+                    "n_points": points, "device": device, "rerank_per_size": rerank}, wait)
 
 
 @nas.command()

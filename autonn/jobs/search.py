@@ -12,6 +12,7 @@ from pydantic import Field
 from autonn.jobs.common import HOST_DEVICE, load_supernet, measurer, ready_supernet, Strict
 from autonn.spaces import get_search_space
 from tango.queue import JobContext
+from tango.store import ArtifactMissing
 
 
 class SearchParams(Strict):
@@ -63,9 +64,38 @@ def precheck_search(runtime, p: SearchParams) -> None:  # noqa: ANN001
                                             f"{fastest:.3g} ms or pick a faster device")
 
 
+def _supernet_metric(ctx: JobContext, row: dict[str, Any], space, supernet):  # noqa: ANN001, ANN202
+    """archs -> their metric on the supernet's validation split, BN recalibrated per arch (the
+    accuracy predictor's own ground truth), from the dataset version the supernet was trained on."""
+    import torch
+
+    from autonn.data import loaders_from_store
+    from autonn.predictors import measure_archs
+
+    try:
+        loaders = loaders_from_store(store=ctx.store, dataset_id=row["dataset_id"], version=row["dataset_version"],
+                                     space=space, batch_size=64)
+    except ArtifactMissing:
+        raise HTTPException(422, detail=f"dataset {row['dataset_id']} version {row['dataset_version']!r}, which "
+                                        f"supernet {row['id']} was trained on, is gone from the store; search "
+                                        f"with rerank_per_size 0 to trust the accuracy predictor alone") from None
+    checked = 0
+
+    def metric(archs: list[dict[str, Any]]) -> list[float]:
+        nonlocal checked
+        checked += len(archs)
+        ctx.progress(0.3, f"checking {len(archs)} shortlisted sub-networks on the validation split "
+                          f"({checked} so far)")
+        pairs = measure_archs(space=space, supernet=supernet, archs=archs, calib_loader=loaders.calib,
+                              val_loader=loaders.val, device=torch.device("cpu"))
+        return [m for _, m in pairs]
+    return metric
+
+
 def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
-    """Evolutionary search over the accuracy predictor and the device's latency table; the winner
-    is measured on the device and the search repeats, stricter, until the measurement fits."""
+    """Evolutionary search over the accuracy predictor and the device's latency table; a budget
+    search shortlists per input size, keeps the shortlisted sub-network that measures best on the
+    supernet, measures its latency on the device and repeats, stricter, until the measurement fits."""
     from autonn.predictors import AccuracyPredictor
     from autonn.search import pareto_front, search_under_budget
 
@@ -74,10 +104,9 @@ def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
     table_id, table, space = _load_table(runtime, supernet_row, p)
     predictor = AccuracyPredictor.from_bytes(ctx.store.get_bytes(supernet_row["predictor_key"]), space=space)
     verify = p.verify and p.device == HOST_DEVICE
-    measure = None
-    if verify:
-        _, supernet = load_supernet(ctx.store, supernet_row)
-        measure = measurer(space, supernet.extract, table.threads)
+    rerank = p.mode == "budget" and p.rerank_per_size > 0
+    supernet = load_supernet(ctx.store, supernet_row)[1] if verify or rerank else None
+    measure = measurer(space, supernet.extract, table.threads) if verify else None
     base = {"supernet_id": p.supernet_id, "latency_table_id": table_id, "device": p.device,
             "noise_floor": table.noise_floor, "space": space.name}
     started = time.monotonic()
@@ -94,22 +123,21 @@ def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
                          f"apart no more trade-offs in this space; train the supernet with a larger "
                          f"predictor_archs for a finer front"} if len(front) < p.n_points else {}
         return {**base, "mode": "front", "front": front, **short, "seconds": round(time.monotonic() - started, 2)}
-    if measure is None:
-        from autonn.search import evolve
-
-        res = evolve(space=space, accuracy=predictor.predict, latency=table, budget_ms=p.budget_ms,
-                     population=p.population, generations=p.generations, seed=p.seed, device_name=p.device)
-        return {**base, "mode": "budget", "budget_ms": p.budget_ms, "arch": res.arch,
-                "predicted_metric": float(res.predicted_metric), "predicted_ms": float(res.predicted_ms),
-                "measured_ms": None, "verified": False, "rounds": [],
-                "seconds": round(time.monotonic() - started, 2)}
     res = search_under_budget(space=space, accuracy=predictor.predict, latency=table, measure=measure,
                               budget_ms=p.budget_ms, device_name=p.device, seed=p.seed, population=p.population,
-                              generations=p.generations)
+                              generations=p.generations, per_size=p.rerank_per_size,
+                              rerank=_supernet_metric(ctx, supernet_row, space, supernet) if rerank else None)
+
+    def optional(x: float | None) -> float | None:
+        return None if x is None else float(x)
     return {**base, "mode": "budget", "budget_ms": p.budget_ms, "arch": res.arch,
             "predicted_metric": float(res.predicted_metric), "predicted_ms": float(res.predicted_ms),
-            "measured_ms": float(res.measured_ms), "verified": True, "fallback": res.fallback,
+            "supernet_metric": optional(res.measured_metric),
+            "measured_ms": optional(res.measured_ms), "verified": verify, "fallback": res.fallback,
             "rounds": [{"arch": r.arch, "predicted_metric": float(r.predicted_metric), "predicted_ms": float(r.predicted_ms),
-                        "latency_scale": float(r.scale), "measured_ms": float(r.measured_ms)}
-                       for r in res.rounds],
+                        "latency_scale": float(r.scale), "measured_ms": optional(r.measured_ms),
+                        "supernet_metric": optional(r.measured_metric)} for r in res.rounds],
+            "shortlist": [{"arch": c.arch, "predicted_metric": float(c.predicted_metric),
+                           "predicted_ms": float(c.predicted_ms), "supernet_metric": optional(c.measured_metric)}
+                          for c in res.candidates],
             "seconds": round(time.monotonic() - started, 2)}

@@ -77,6 +77,10 @@ def test_train_search_finetune_export(stack):
                                              "population": 24})
     assert search["verified"] and search["measured_ms"] <= budget
     assert search["predicted_ms"] > 0 and search["rounds"]
+    # The default re-ranks a shortlist per input size on the supernet: the pick measured best.
+    shortlisted = {get_search_space("resnet_cls", **TINY_RESNET).input_size(c["arch"]) for c in search["shortlist"]}
+    assert len(shortlisted) > 1 and all(0 <= c["supernet_metric"] <= 1 for c in search["shortlist"])
+    assert search["supernet_metric"] == max(c["supernet_metric"] for c in search["shortlist"])
 
     front = run(runtime, client, "search", {"supernet_id": supernet_id, "mode": "front", "n_points": 10,
                                             "generations": 10, "population": 40, "verify": False})

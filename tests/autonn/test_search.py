@@ -9,8 +9,8 @@ import zlib
 import numpy as np
 import pytest
 
-from autonn.search import (BudgetUnreachable, ParetoPoint, evolve, fastest_arch, hypervolume_2d, nsga2, pareto_front,
-                           random_search, search_under_budget)
+from autonn.search import (BudgetUnreachable, ParetoPoint, PinnedSpace, evolve, fastest_arch, hypervolume_2d, nsga2,
+                           pareto_front, random_search, search_under_budget, shortlist)
 from autonn.spaces.base import get_search_space
 
 SPACE = get_search_space("resnet_cls", resolutions=(24, 28, 32), base_widths=(16, 32, 64, 128), stem_width=16,
@@ -106,6 +106,62 @@ def test_measure_and_retry_gives_up_with_the_measured_fastest():
     print(err.value)
     assert err.value.measured and err.value.fastest_ms == pytest.approx(1.2 * fastest)
     assert "measured takes" in str(err.value)
+
+
+def over_rated_low_res(archs):
+    """A predictor that over-rates the lowest input size, as an additive fit does when capacity
+    helps less at low resolution: `accuracy` with a bonus at 24 px."""
+    return accuracy(archs) + np.array([0.3 * (a["resolution"] == 24) for a in archs])
+
+
+def true_metric(archs):
+    """What the supernet measures: `accuracy`, with low resolution costing more than predicted."""
+    return accuracy(archs) - np.array([0.05 * (a["resolution"] == 24) for a in archs])
+
+
+def test_pinned_space_holds_the_input_size():
+    import random
+
+    pinned, rng = PinnedSpace(SPACE, 28), random.Random(0)
+    made = [pinned.sample(rng), pinned.largest(), pinned.smallest(), pinned.mutate(SPACE.largest(), rng, 1.0),
+            pinned.crossover(SPACE.smallest(), SPACE.largest(), rng)]
+    assert {SPACE.input_size(a) for a in made} == {28}
+    assert pinned.encode(made[0]) == SPACE.encode(made[0])  # everything else is the space's own
+
+
+def test_shortlist_spans_input_sizes_within_budget():
+    budget = FASTEST + 0.5 * (SLOWEST - FASTEST)
+    cands = shortlist(space=SPACE, accuracy=accuracy, latency=latency, budget_ms=budget, per_size=2, seed=0, **SMALL)
+    assert sorted({SPACE.input_size(c.arch) for c in cands}) == [24, 28, 32]
+    assert len(cands) == 6 and all(c.predicted_ms <= budget for c in cands)
+    assert len({SPACE.arch_key(c.arch) for c in cands}) == 6
+
+
+def test_rerank_keeps_the_best_measured_not_the_best_predicted():
+    budget = FASTEST + 0.5 * (SLOWEST - FASTEST)
+    measure = lambda a: float(latency([a])[0])  # noqa: E731
+    plain = search_under_budget(space=SPACE, accuracy=over_rated_low_res, latency=latency, measure=measure,
+                                budget_ms=budget, device_name="host", seed=0, **SMALL)
+    checked = []
+
+    def rerank(archs):
+        checked.append(len(archs))
+        return true_metric(archs)
+
+    fixed = search_under_budget(space=SPACE, accuracy=over_rated_low_res, latency=latency, measure=measure,
+                                budget_ms=budget, device_name="host", seed=0, rerank=rerank, per_size=2, **SMALL)
+    assert plain.arch["resolution"] == 24 and plain.measured_metric is None
+    assert fixed.measured_ms <= budget and fixed.arch["resolution"] != 24
+    assert fixed.measured_metric == max(c.measured_metric for c in fixed.candidates)
+    assert fixed.measured_metric > float(true_metric([plain.arch])[0])
+    assert checked == [6] and fixed.rounds[-1].measured_metric == fixed.measured_metric
+
+
+def test_without_a_device_the_latency_predictor_is_trusted():
+    budget = FASTEST + 0.4 * (SLOWEST - FASTEST)
+    res = search_under_budget(space=SPACE, accuracy=accuracy, latency=latency, measure=None, budget_ms=budget,
+                              device_name="pi5", seed=0, **SMALL)
+    assert res.measured_ms is None and res.predicted_ms <= budget and len(res.rounds) == 1
 
 
 def test_pareto_front_is_spread_and_non_dominated():
