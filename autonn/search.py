@@ -259,14 +259,26 @@ class BudgetedResult:
     candidates: list[Candidate] = field(default_factory=list)  # the last round's shortlist (with `rerank`)
 
 
+def _better(a: BudgetedResult, b: BudgetedResult | None) -> bool:
+    if b is None:
+        return True
+    if a.measured_metric is not None and b.measured_metric is not None:
+        return a.measured_metric > b.measured_metric
+    return a.predicted_metric > b.predicted_metric
+
+
 def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Predictor,
                         measure: Callable[[Arch], float] | None, budget_ms: float, device_name: str,
                         max_rounds: int = 4, seed: int = 0,
                         rerank: Callable[[list[Arch]], Sequence[float]] | None = None, per_size: int = 2,
-                        **evolve_kwargs: Any) -> BudgetedResult:
+                        slack: float = 0.1, **evolve_kwargs: Any) -> BudgetedResult:
     """Search, measure the winner on the device, and search again with the latency predictor
-    scaled by measured/predicted until a winner's *measured* latency fits. When rounds run out
-    (or the predictor says nothing fits), the fastest sub-network is measured: it is returned
+    scaled by measured/predicted until a winner's *measured* latency fits. The correction runs
+    both ways: a winner that measures more than `slack` under its prediction means the device is
+    faster than the table says (a table built in a slower spell, or one that over-rates some
+    blocks), so sub-networks it ruled out may fit; the search runs again with the smaller scale
+    and the best winner that fits is kept. When rounds run out with nothing fitting (or the
+    predictor says nothing fits), the fastest sub-network is measured: it is returned
     (`fallback=True`) if it fits, else BudgetUnreachable names its measured latency.
 
     `measure` None: no device to measure on; the first winner is returned on the latency
@@ -275,9 +287,11 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
     *measured* one, so the accuracy predictor's errors cannot pick it on their own."""
     if not budget_ms > 0:
         raise ValueError(f"the latency budget must be a positive number of ms, not {budget_ms!r}")
-    scale, rounds = 1.0, []
+    scale, rounds, best = 1.0, [], None
+    tried: set[float] = set()
     for r in range(max_rounds):
         factor = scale
+        tried.add(round(factor, 6))
 
         def scaled(archs: list[Arch], factor: float = factor) -> np.ndarray:
             return np.asarray(latency(archs), dtype=np.float64) * factor
@@ -298,12 +312,22 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
         raw = pick.predicted_ms / factor
         measured = None if measure is None else float(measure(pick.arch))
         rounds.append(MeasuredRound(pick.arch, pick.predicted_metric, raw, factor, measured, pick.measured_metric))
-        if measured is None or measured <= budget_ms:
-            return BudgetedResult(pick.arch, pick.predicted_metric, raw, measured, budget_ms, device_name, factor,
-                                  rounds, measured_metric=pick.measured_metric, candidates=candidates)
-        # measured > budget >= factor * raw, so the new scale is strictly larger: the next round
-        # is stricter exactly where this one was wrong, and scales never shrink.
-        scale = max(scale, measured / raw)
+        found = BudgetedResult(pick.arch, pick.predicted_metric, raw, measured, budget_ms, device_name, factor,
+                               rounds, measured_metric=pick.measured_metric, candidates=candidates)
+        if measured is None:
+            return found
+        ratio = measured / raw
+        if measured <= budget_ms:
+            best = found if _better(found, best) else best
+            if measured >= (1 - slack) * pick.predicted_ms or round(ratio, 6) in tried:
+                break  # the table was right within `slack` here (or this correction was tried)
+        # Over budget: measured > budget >= factor * raw, so the new scale is larger and the
+        # next round is stricter exactly where this one was wrong. Under by more than `slack`:
+        # it is smaller, and the next round may take what this one ruled out.
+        scale = ratio
+    if best is not None:
+        best.rounds = rounds
+        return best
     arch, raw = fastest_arch(space=space, latency=latency, seed=seed)
     measured = None if measure is None else float(measure(arch))
     metric = float(np.asarray(accuracy([arch]), dtype=np.float64).reshape(-1)[0])

@@ -78,6 +78,9 @@ def main() -> None:
     ap.add_argument("--result", default="nas_detect", help="bench/results/<name>.json")
     args = ap.parse_args()
     torch.set_num_threads(1)
+    # The supernet's initial weights: unseeded, two runs of the same commit gave val mAP50-95
+    # 0.362 and 0.515 for the largest sub-network.
+    torch.manual_seed(args.seed)
     cpu = torch.device("cpu")
     options = {**OPTIONS, "resolutions": [int(r) for r in args.resolutions.split(",")]}
     space = get_search_space("yolo_det", **options)

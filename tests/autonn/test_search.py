@@ -96,6 +96,25 @@ def test_measure_and_retry_never_returns_over_budget():
     assert len(calls) == len(res.rounds)
 
 
+def test_a_faster_device_than_the_table_gets_its_slack_used():
+    budget = FASTEST + 0.4 * (SLOWEST - FASTEST)
+
+    def measure(arch):  # the table was built in a slow spell: the device is 30 % faster
+        return 0.7 * float(latency([arch])[0])
+
+    res = search_under_budget(space=SPACE, accuracy=accuracy, latency=latency, measure=measure, budget_ms=budget,
+                              device_name="fastboard", seed=0, **SMALL)
+    print([(round(r.predicted_ms, 3), round(r.scale, 3), round(r.measured_ms, 3)) for r in res.rounds])
+    first = res.rounds[0]
+    assert len(res.rounds) == 2 and res.rounds[1].scale == pytest.approx(0.7)
+    assert res.measured_ms <= budget and res.latency_scale == pytest.approx(0.7)
+    assert res.predicted_ms > first.predicted_ms and res.predicted_metric > first.predicted_metric
+    # Within `slack` of the table, nothing is searched again.
+    near = search_under_budget(space=SPACE, accuracy=accuracy, latency=latency, budget_ms=budget, device_name="x",
+                               measure=lambda a: 0.95 * float(latency([a])[0]), seed=0, **SMALL)
+    assert len(near.rounds) == 1
+
+
 def test_measure_and_retry_gives_up_with_the_measured_fastest():
     _, fastest = fastest_arch(space=SPACE, latency=latency, seed=0)
     budget = fastest * 1.1  # fits the table, but the device is 20 % slower everywhere
@@ -139,7 +158,7 @@ def test_shortlist_spans_input_sizes_within_budget():
 
 def test_rerank_keeps_the_best_measured_not_the_best_predicted():
     budget = FASTEST + 0.5 * (SLOWEST - FASTEST)
-    measure = lambda a: float(latency([a])[0])  # noqa: E731
+    measure = lambda a: float(latency([a])[0])
     plain = search_under_budget(space=SPACE, accuracy=over_rated_low_res, latency=latency, measure=measure,
                                 budget_ms=budget, device_name="host", seed=0, **SMALL)
     checked = []
