@@ -11,6 +11,7 @@ from pydantic import Field
 
 from autonn.jobs.common import HOST_DEVICE, load_supernet, measurer, ready_supernet, Strict
 from autonn.spaces import get_search_space
+from tango.datasets import load_version
 from tango.queue import JobContext
 from tango.store import ArtifactMissing
 
@@ -54,6 +55,11 @@ def precheck_search(runtime, p: SearchParams) -> None:  # noqa: ANN001
 
     supernet = ready_supernet(runtime, p.supernet_id)
     _, table, space = _load_table(runtime, supernet, p)
+    if p.mode == "budget" and p.rerank_per_size:
+        try:
+            load_version(runtime.store, supernet["dataset_id"], supernet["dataset_version"])
+        except ArtifactMissing:
+            raise HTTPException(422, detail=_gone(supernet)) from None
     if p.mode == "budget":
         if p.budget_ms is None:
             raise HTTPException(422, detail="a budget search needs budget_ms (the latency budget in ms at batch 1)")
@@ -62,6 +68,11 @@ def precheck_search(runtime, p: SearchParams) -> None:  # noqa: ANN001
             raise HTTPException(422, detail=f"a {p.budget_ms:g} ms budget is below the fastest sub-network on "
                                             f"{p.device}: {fastest:.3g} ms predicted; raise the budget to at least "
                                             f"{fastest:.3g} ms or pick a faster device")
+
+
+def _gone(row: dict[str, Any]) -> str:
+    return (f"dataset {row['dataset_id']} version {row['dataset_version']!r}, which supernet {row['id']} was "
+            f"trained on, is gone from the store; search with rerank_per_size 0 to trust the accuracy predictor alone")
 
 
 def _supernet_metric(ctx: JobContext, row: dict[str, Any], space, supernet):  # noqa: ANN001, ANN202
@@ -76,9 +87,7 @@ def _supernet_metric(ctx: JobContext, row: dict[str, Any], space, supernet):  # 
         loaders = loaders_from_store(store=ctx.store, dataset_id=row["dataset_id"], version=row["dataset_version"],
                                      space=space, batch_size=64)
     except ArtifactMissing:
-        raise HTTPException(422, detail=f"dataset {row['dataset_id']} version {row['dataset_version']!r}, which "
-                                        f"supernet {row['id']} was trained on, is gone from the store; search "
-                                        f"with rerank_per_size 0 to trust the accuracy predictor alone") from None
+        raise HTTPException(422, detail=_gone(row)) from None
     checked = 0
 
     def metric(archs: list[dict[str, Any]]) -> list[float]:

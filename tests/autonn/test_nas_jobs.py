@@ -2,6 +2,7 @@
 supernet trained on digits, a host latency table, a budgeted search and a fine-tune + export."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -12,6 +13,7 @@ from autonn.api import create_app
 from autonn.jobs.finetune import LR_BY_TASK
 from autonn.jobs.train_supernet import TrainSupernetParams, recipe
 from autonn.spaces import get_search_space
+from tango.datasets import manifest_key
 from tango.queue import execute
 from tests.factories import TINY_RESNET, TINY_YOLO, build_runtime, digits_version, shapes_version
 
@@ -98,6 +100,13 @@ def test_train_search_finetune_export(stack):
     assert card["latency"]["budget_ms"] == budget and card["latency"]["measured_ms"] > 0
     assert card["latency"]["predicted_ms"] > 0 and card["onnx"]["opset"] == 17
     assert card["onnx"]["max_abs_diff_vs_torch"] < 1e-4
+
+    # Re-ranking needs the supernet's dataset version: gone, the search says so before it queues.
+    manifest = Path(runtime.store._path(manifest_key("digits", "v1")))
+    manifest.rename(manifest.with_suffix(".gone"))
+    gone = client.post("/jobs", json={"kind": "search", "params": {"supernet_id": supernet_id, "budget_ms": budget}})
+    assert gone.status_code == 422 and "rerank_per_size 0" in gone.json()["detail"]
+    manifest.with_suffix(".gone").rename(manifest)
     onnx_bytes = client.get(f"/models/{model['model_id']}/files/model.onnx").content
     size = card["input"]["shape"][-1]
     out = ort.InferenceSession(onnx_bytes).run(None, {"images": np.zeros((1, 3, size, size), np.float32)})[0]
