@@ -206,7 +206,14 @@ def shortlist(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, bu
                          device_name=device_name, **evolve_kwargs)
         except BudgetUnreachable:
             continue  # nothing at this size fits
-        out += [Candidate(a, float(m), float(ms)) for a, m, ms in res.top[:per_size]]
+        # Distinct networks, not distinct configs: genes of skipped blocks change the config, not
+        # the network (the digits demo shortlisted each network twice before this).
+        kept: dict[tuple, Candidate] = {}
+        for a, m, ms in res.top:
+            kept.setdefault(tuple(space.encode(a)), Candidate(a, float(m), float(ms)))
+            if len(kept) == per_size:
+                break
+        out += kept.values()
     if not out:
         _, fastest_ms = fastest_arch(space=space, latency=latency, seed=seed)
         raise BudgetUnreachable(budget_ms=budget_ms, fastest_ms=fastest_ms, device_name=device_name)
