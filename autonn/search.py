@@ -295,10 +295,8 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
     if not budget_ms > 0:
         raise ValueError(f"the latency budget must be a positive number of ms, not {budget_ms!r}")
     scale, rounds, best = 1.0, [], None
-    tried: set[float] = set()
     for r in range(max_rounds):
         factor = scale
-        tried.add(round(factor, 6))
 
         def scaled(archs: list[Arch], factor: float = factor) -> np.ndarray:
             return np.asarray(latency(archs), dtype=np.float64) * factor
@@ -326,21 +324,23 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
         ratio = measured / raw
         if measured <= budget_ms:
             best = found if _better(found, best) else best
-            if measured >= (1 - slack) * pick.predicted_ms or round(ratio, 6) in tried:
+            if measured >= (1 - slack) * pick.predicted_ms or round(ratio, 6) in {round(x.scale, 6) for x in rounds}:
                 break  # the table was right within `slack` here (or this correction was tried)
         # Over budget: measured > budget >= factor * raw, so the new scale is larger and the
         # next round is stricter exactly where this one was wrong. Under by more than `slack`:
         # it is smaller, and the next round may take what this one ruled out.
         scale = ratio
     if best is not None:
-        best.rounds = rounds
-        return best
+        return best  # its `rounds` is this list: every round, the later ones included
     arch, raw = fastest_arch(space=space, latency=latency, seed=seed)
-    measured = None if measure is None else float(measure(arch))
+    # No device to measure on: the table's word decides, as it did for the winners.
+    measured = raw if measure is None else float(measure(arch))
     metric = float(np.asarray(accuracy([arch]), dtype=np.float64).reshape(-1)[0])
     measured_metric = None if rerank is None else float(rerank([arch])[0])
-    rounds.append(MeasuredRound(arch, metric, raw, scale, measured, measured_metric))
-    if measured is None or measured <= budget_ms:
-        return BudgetedResult(arch, metric, raw, measured, budget_ms, device_name, scale, rounds, fallback=True,
+    shown = None if measure is None else measured
+    rounds.append(MeasuredRound(arch, metric, raw, scale, shown, measured_metric))
+    if measured <= budget_ms:
+        return BudgetedResult(arch, metric, raw, shown, budget_ms, device_name, scale, rounds, fallback=True,
                               measured_metric=measured_metric)
-    raise BudgetUnreachable(budget_ms=budget_ms, fastest_ms=measured, device_name=device_name, measured=True)
+    raise BudgetUnreachable(budget_ms=budget_ms, fastest_ms=measured, device_name=device_name,
+                            measured=measure is not None)

@@ -181,6 +181,12 @@ def test_without_a_device_the_latency_predictor_is_trusted():
     res = search_under_budget(space=SPACE, accuracy=accuracy, latency=latency, measure=None, budget_ms=budget,
                               device_name="pi5", seed=0, **SMALL)
     assert res.measured_ms is None and res.predicted_ms <= budget and len(res.rounds) == 1
+    # Nothing fits on the table's word: refused with the predicted fastest, never the fastest handed back.
+    _, fastest = fastest_arch(space=SPACE, latency=latency, seed=0)
+    with pytest.raises(BudgetUnreachable) as err:
+        search_under_budget(space=SPACE, accuracy=accuracy, latency=latency, measure=None, budget_ms=fastest / 2,
+                            device_name="pi5", seed=0, **SMALL)
+    assert not err.value.measured and err.value.fastest_ms == pytest.approx(fastest)
 
 
 def test_pareto_front_is_spread_and_non_dominated():
