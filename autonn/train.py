@@ -52,6 +52,10 @@ class TrainConfig:
     min_lr_ratio: float = 0.0
     batch_size: int = 64  # informational (the caller builds loaders); used by the DDP path
     n_random: int = 2  # random subnets per step besides the largest and the smallest
+    # The smallest sub-network's input size each step: "min" (BigNAS: the smallest at the lowest
+    # resolution) or "random" (drawn from the space's sizes each step, as OFA draws one per batch),
+    # so narrow networks at the larger sizes are trained every other step, not only by random draws.
+    smallest_size: str = "min"
     distill: bool = True
     label_weight: float = 0.0  # task-loss weight on distilled subnets; 0 = pure in-place distillation
     amp: bool = True  # only on CUDA: bf16 autocast where supported, else fp16 + GradScaler
@@ -242,6 +246,9 @@ def sandwich_step(*, space: SearchSpace, net: nn.Module, forward: nn.Module, con
     `n_random` random subnets learn from the largest's outputs of the same batch. Gradients of
     all of them add up before the single optimizer step."""
     largest, smallest = space.largest(), space.smallest()
+    if config.smallest_size not in ("min", "random"):
+        raise ValueError(f"smallest_size must be 'min' or 'random', not {config.smallest_size!r}")
+    sizes = space.input_sizes() if config.smallest_size == "random" else []
 
     def step(images, targets, rng, autocast, scaler) -> dict[str, torch.Tensor]:
         net.set_active(largest)
@@ -251,7 +258,8 @@ def sandwich_step(*, space: SearchSpace, net: nn.Module, forward: nn.Module, con
         scaler.scale(loss).backward()
         teacher, total_student = detach(out), torch.zeros((), device=loss.device)
         del out
-        for arch in [smallest] + [space.sample(rng) for _ in range(config.n_random)]:
+        low = space.pin_input_size(smallest, rng.choice(sizes)) if len(sizes) > 1 else smallest
+        for arch in [low] + [space.sample(rng) for _ in range(config.n_random)]:
             net.set_active(arch)
             with autocast():
                 out = forward(resize(images, space.input_size(arch)))

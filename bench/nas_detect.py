@@ -36,7 +36,7 @@ from autonn.delivery import deliver_subnet
 from autonn.flops import FlopsTable
 from autonn.jobs.finetune import LR_BY_TASK, FinetuneParams
 from autonn.jobs.search import SearchParams
-from autonn.jobs.train_supernet import TrainSupernetParams
+from autonn.jobs.train_supernet import TASK_DEFAULTS, TrainSupernetParams
 from autonn.latency import build_latency_table, measure_network_ms, network_input_shape
 from autonn.predictors import add_front_pairs, fit_accuracy_predictor, measure_archs
 from autonn.search import BudgetUnreachable, search_under_budget
@@ -50,6 +50,22 @@ OPTIONS = {"resolutions": [64, 96], "backbone_widths": [16, 32, 48, 64], "neck_w
 # earlier 6 epochs on 168 images at 2e-3 learnt nothing, mAP 0.02).
 LR = 4e-3
 FRONT_SHARE = TrainSupernetParams.model_fields["predictor_front_share"].default
+DETECT = TASK_DEFAULTS["detect"]
+
+
+def shapes_loaders(space, *, images: int, seed: int):  # noqa: ANN001, ANN201
+    """The generated shapes set at the space's largest size, split 15 % test, 15 % val, 70 % train."""
+    rows = make_shapes(images, size=max(space.resolutions), seed=seed)
+    n = int(0.15 * len(rows))
+    samples = {"test": rows[:n], "val": rows[n:2 * n], "train": rows[2 * n:]}
+    return make_loaders(samples=samples, task="detect", classes=list(SHAPE_CLASSES), space=space, batch_size=16,
+                        train_sampler=SeededShuffle(len(samples["train"]), seed=seed))
+
+
+def recipe(*, epochs: int, seed: int, n_random: int, smallest_size: str) -> TrainConfig:
+    """The one training recipe of this bench (supernet and networks trained alone)."""
+    return TrainConfig(epochs=epochs, lr=LR, optimizer="adamw", weight_decay=5e-4, grad_clip=10.0, n_random=n_random,
+                       smallest_size=smallest_size, seed=seed, warmup_epochs=1.0, val_batches=4)
 
 
 def family(space) -> dict[str, dict]:  # noqa: ANN001
@@ -73,6 +89,11 @@ def main() -> None:
                     help="share of --predictor-archs picked from the predictor's fronts (the job's default)")
     ap.add_argument("--per-size", type=int, default=SearchParams.model_fields["rerank_per_size"].default,
                     help="shortlisted sub-networks per input size, measured on the supernet (0: the predictor's pick)")
+    ap.add_argument("--n-random", type=int, default=DETECT["n_random"],
+                    help="random sub-networks per supernet step (the train_supernet job's detection default)")
+    ap.add_argument("--smallest-size", choices=["min", "random"], default=DETECT["smallest_size"],
+                    help="the smallest sub-network's input size in the sandwich (the job's detection default)")
+    ap.add_argument("--load", help="a folder with a supernet.pt (from --save or bench/sandwich.py) instead of training")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", help="a folder to keep the trained supernet and the predictor's pairs in")
     ap.add_argument("--result", default="nas_detect", help="bench/results/<name>.json")
@@ -84,25 +105,25 @@ def main() -> None:
     cpu = torch.device("cpu")
     options = {**OPTIONS, "resolutions": [int(r) for r in args.resolutions.split(",")]}
     space = get_search_space("yolo_det", **options)
-    rows = make_shapes(args.images, size=max(space.resolutions), seed=args.seed)
-    n_test, n_val = int(0.15 * len(rows)), int(0.15 * len(rows))
-    samples = {"test": rows[:n_test], "val": rows[n_test:n_test + n_val], "train": rows[n_test + n_val:]}
-    loaders = make_loaders(samples=samples, task="detect", classes=list(SHAPE_CLASSES), space=space, batch_size=16,
-                           train_sampler=SeededShuffle(len(samples["train"]), seed=args.seed))
+    loaders = shapes_loaders(space, images=args.images, seed=args.seed)
     nc = len(SHAPE_CLASSES)
-    config = TrainConfig(epochs=args.epochs, lr=LR, optimizer="adamw", weight_decay=5e-4, grad_clip=10.0,
-                         n_random=1, seed=args.seed, warmup_epochs=1.0, val_batches=4)
+    config = recipe(epochs=args.epochs, seed=args.seed, n_random=args.n_random, smallest_size=args.smallest_size)
     result: dict = {"space": space.name, "space_options": options, "lr": LR, "cardinality": space.cardinality(),
                     "dataset": f"generated shapes, {args.images} images at {max(space.resolutions)} px",
-                    "epochs": args.epochs}
+                    "epochs": args.epochs, "n_random": config.n_random, "smallest_size": config.smallest_size}
 
-    t0 = time.perf_counter()
     supernet = space.build_supernet(num_classes=nc)
-    trained = train_supernet(space=space, supernet=supernet, train_loader=loaders.train, val_loader=loaders.val,
-                             config=config, device=cpu)
-    result["supernet_train_seconds"] = round(time.perf_counter() - t0, 1)
-    result["supernet_val_largest"] = trained.final["val_largest"]
-    print(f"supernet: {result['supernet_train_seconds']} s, val mAP largest {trained.final['val_largest']:.3f}")
+    if args.load:
+        supernet.load_state_dict(torch.load(Path(args.load) / "supernet.pt"))
+        result["supernet"] = f"loaded from {args.load}"
+        print(f"supernet loaded from {args.load}")
+    else:
+        t0 = time.perf_counter()
+        trained = train_supernet(space=space, supernet=supernet, train_loader=loaders.train, val_loader=loaders.val,
+                                 config=config, device=cpu)
+        result["supernet_train_seconds"] = round(time.perf_counter() - t0, 1)
+        result["supernet_val_largest"] = trained.final["val_largest"]
+        print(f"supernet: {result['supernet_train_seconds']} s, val mAP largest {trained.final['val_largest']:.3f}")
 
     # The predictor's pairs as the train_supernet job picks them: random sub-networks (here with
     # the family members among them), then the job's share picked from the predictor's own fronts

@@ -32,8 +32,8 @@ from common import measured_ms, write_result
 from nas import OPTIONS as CLS_OPTIONS
 from nas import RECIPE, digits_loaders
 from nas_detect import OPTIONS as DET_OPTIONS
+from nas_detect import shapes_loaders
 
-from autonn.data import make_loaders
 from autonn.flops import FlopsTable
 from autonn.jobs.search import SearchParams
 from autonn.jobs.train_supernet import TrainSupernetParams
@@ -41,8 +41,8 @@ from autonn.latency import build_latency_table
 from autonn.predictors import add_front_pairs, fit_accuracy_predictor, measure_archs
 from autonn.search import BudgetUnreachable, search_under_budget
 from autonn.spaces import get_search_space
-from autonn.train import SeededShuffle, TrainConfig, evaluate_subnet, train_supernet
-from tango.sampledata import SHAPE_CLASSES, make_shapes
+from autonn.train import TrainConfig, evaluate_subnet, train_supernet
+from tango.sampledata import SHAPE_CLASSES
 
 JOB = TrainSupernetParams.model_fields
 SEARCH = SearchParams.model_fields  # both sides search with the search job's defaults
@@ -74,11 +74,7 @@ def detect_setup(args: argparse.Namespace, result: dict):
     if not args.load:
         raise SystemExit("--task detect needs --load DIR, a folder bench/nas_detect.py --save DIR wrote")
     space = get_search_space("yolo_det", **DET_OPTIONS)
-    rows = make_shapes(args.images, size=max(space.resolutions), seed=args.seed)
-    n = int(0.15 * len(rows))  # nas_detect's split
-    samples = {"test": rows[:n], "val": rows[n:2 * n], "train": rows[2 * n:]}
-    loaders = make_loaders(samples=samples, task="detect", classes=list(SHAPE_CLASSES), space=space, batch_size=16,
-                           train_sampler=SeededShuffle(len(samples["train"]), seed=args.seed))
+    loaders = shapes_loaders(space, images=args.images, seed=args.seed)
     supernet = space.build_supernet(num_classes=len(SHAPE_CLASSES))
     supernet.load_state_dict(torch.load(Path(args.load) / "supernet.pt"))
     pairs = [(a, m) for a, m in json.loads((Path(args.load) / "pairs.json").read_text())]

@@ -31,8 +31,8 @@ if TYPE_CHECKING:
 # data seeds side by side: 0.982 test top-1 on average with 3, 0.977 with 2, never lower on a seed
 # (demo_seeds.json). Detection was not measured that way on CPU, so it keeps the recipe it was
 # tested with.
-TASK_DEFAULTS = {"classify": {"lr": 5e-3, "label_weight": 1.0, "n_random": 3},
-                 "detect": {"lr": 2e-3, "label_weight": 0.0, "n_random": 2}}
+TASK_DEFAULTS = {"classify": {"lr": 5e-3, "label_weight": 1.0, "n_random": 3, "smallest_size": "min"},
+                 "detect": {"lr": 2e-3, "label_weight": 0.0, "n_random": 2, "smallest_size": "min"}}
 
 
 class TrainSupernetParams(Strict):
@@ -49,6 +49,9 @@ class TrainSupernetParams(Strict):
     warmup_epochs: float = Field(0.5, ge=0, le=50)
     n_random: int | None = Field(None, ge=0, le=8, description="random sub-networks per step (sandwich rule); "
                                                                 "default by task (TASK_DEFAULTS)")
+    smallest_size: Literal["min", "random"] | None = Field(None, description=(
+        "the smallest sub-network's input size each step: the lowest, or drawn from the space's sizes; "
+        "default by task (TASK_DEFAULTS)"))
     predictor_archs: int = Field(60, ge=10, le=5000, description="sub-networks measured to fit the accuracy predictor")
     predictor_front_share: float = Field(0.3, ge=0, le=0.9, description=(
         "share of predictor_archs picked, in two rounds, from Pareto fronts of the predictor so far (against "
@@ -73,6 +76,8 @@ def recipe(*, params: TrainSupernetParams, task: str) -> dict[str, Any]:
     from dataclasses import asdict
 
     config = {k: v for k, v in asdict(train_config(params=params, task=task)).items() if k != "progress_every"}
+    if config["smallest_size"] == "min":  # the rule before the choice existed: supernets trained so stay reusable
+        del config["smallest_size"]
     return {**config, "predictor_archs": params.predictor_archs, "predictor_front_share": params.predictor_front_share}
 
 
