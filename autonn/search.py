@@ -197,23 +197,33 @@ def shortlist(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, bu
     size. Why per size: an accuracy predictor is least reliable where genes interact, and input
     size interacts with everything (a narrow low-resolution net gains less from extra width than
     an additive fit says). A single search then fills its population with whichever size the
-    predictor over-rates; a shortlist across sizes lets a measurement decide between them."""
-    out: list[Candidate] = []
-    for size in space.input_sizes() or [None]:
-        pinned = space if size is None else PinnedSpace(space, size)
+    predictor over-rates; a shortlist across sizes lets a measurement decide between them. The
+    winner of one search over every size joins them when it is not among them already: searches
+    pinned to a size can settle elsewhere than the open one (bench/search_rerank.py at 9423844: in 4
+    of the 6 budgets the re-ranked search lost, the open search's pick scored higher on the
+    supernet's val split than everything shortlisted)."""
+    sizes = space.input_sizes()
+    kept: dict[tuple, Candidate] = {}
+
+    def search(sub: SearchSpace) -> SearchResult | None:
         try:
-            res = evolve(space=pinned, accuracy=accuracy, latency=latency, budget_ms=budget_ms, seed=seed,
-                         device_name=device_name, **evolve_kwargs)
+            return evolve(space=sub, accuracy=accuracy, latency=latency, budget_ms=budget_ms, seed=seed,
+                          device_name=device_name, **evolve_kwargs)
         except BudgetUnreachable:
-            continue  # nothing at this size fits
+            return None  # nothing (at this size) fits
+
+    for sub in [PinnedSpace(space, s) for s in sizes] if len(sizes) > 1 else [space]:
         # Distinct networks, not distinct configs: genes of skipped blocks change the config, not
         # the network (the digits demo shortlisted each network twice before this).
-        kept: dict[tuple, Candidate] = {}
-        for a, m, ms in res.top:
-            kept.setdefault(tuple(space.encode(a)), Candidate(a, float(m), float(ms)))
-            if len(kept) == per_size:
+        mine: dict[tuple, Candidate] = {}
+        for a, m, ms in (res.top if (res := search(sub)) else []):
+            mine.setdefault(tuple(space.encode(a)), Candidate(a, float(m), float(ms)))
+            if len(mine) == per_size:
                 break
-        out += kept.values()
+        kept.update(mine)
+    if len(sizes) > 1 and (res := search(space)) is not None:
+        kept.setdefault(tuple(space.encode(res.arch)), Candidate(res.arch, res.predicted_metric, res.predicted_ms))
+    out = list(kept.values())
     if not out:
         _, fastest_ms = fastest_arch(space=space, latency=latency, seed=seed)
         raise BudgetUnreachable(budget_ms=budget_ms, fastest_ms=fastest_ms, device_name=device_name)

@@ -183,3 +183,16 @@ def test_train_config_takes_task_defaults_unless_set(task, n_random):
     chosen = train_config(params=TrainSupernetParams(dataset_id="d", dataset_version="v1", n_random=0, lr=0.01,
                                                      label_weight=0.0, epochs=7), task=task)
     assert (chosen.n_random, chosen.lr, chosen.label_weight, chosen.epochs) == (0, 0.01, 0.0, 7)
+    assert unset.smallest_size == TASK_DEFAULTS[task]["smallest_size"]
+
+
+def test_the_sandwich_size_rule_is_part_of_the_recipe_only_when_it_is_not_the_old_one():
+    from autonn.jobs.train_supernet import recipe
+
+    base = {"dataset_id": "d", "dataset_version": "v1"}
+    lowest = recipe(params=TrainSupernetParams(**base, smallest_size="min"), task="classify")
+    drawn = recipe(params=TrainSupernetParams(**base, smallest_size="random"), task="classify")
+    # Supernets trained before the rule could be chosen were trained with "min": they stay reusable.
+    assert "smallest_size" not in lowest and drawn == {**lowest, "smallest_size": "random"}
+    with pytest.raises(ValueError):
+        TrainSupernetParams(**base, smallest_size="max")

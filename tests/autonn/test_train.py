@@ -310,3 +310,36 @@ def test_zero_init_residual_bn_and_extraction_matches_the_supernet_path():
         want = net(xs)
         assert want.abs().sum() > 0
         assert torch.allclose(extract_copy(net, arch)(xs), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("smallest_size", ["min", "random"])
+def test_sandwich_trains_the_smallest_at_the_lowest_or_a_drawn_input_size(smallest_size):
+    from autonn.train import autocast_setup, sandwich_step
+
+    space, net = make_supernet()
+    cfg = TrainConfig(n_random=1, smallest_size=smallest_size)
+    activated, set_active = [], net.set_active
+    net.set_active = lambda arch: (activated.append(arch), set_active(arch))[1]
+    step = sandwich_step(space=space, net=net, forward=net, config=cfg)
+    x, y = next(iter(DataLoader(digits(8), batch_size=8)))
+    rng, (autocast, scaler) = random.Random(0), autocast_setup(cfg, CPU)
+    sizes = []
+    for _ in range(8):
+        activated.clear()
+        step(x, y, rng, autocast, scaler)
+        largest, low, _random, back = activated  # largest, smallest, one random, back to the largest
+        assert {k: v for k, v in low.items() if k != "resolution"} == \
+            {k: v for k, v in space.smallest().items() if k != "resolution"}
+        sizes.append(space.input_size(low))
+    if smallest_size == "min":
+        assert set(sizes) == {min(space.input_sizes())}
+    else:
+        assert set(sizes) == set(space.input_sizes())  # 8 draws from 3 sizes, seeded
+
+
+def test_an_unknown_smallest_size_rule_is_refused():
+    from autonn.train import sandwich_step
+
+    space, net = make_supernet()
+    with pytest.raises(ValueError, match="smallest_size"):
+        sandwich_step(space=space, net=net, forward=net, config=TrainConfig(smallest_size="max"))
