@@ -327,7 +327,7 @@ def test_sandwich_trains_the_smallest_at_the_lowest_or_a_drawn_input_size(smalle
     for _ in range(8):
         activated.clear()
         step(x, y, rng, autocast, scaler)
-        largest, low, _random, back = activated  # largest, smallest, one random, back to the largest
+        _largest, low, _random, _back = activated  # largest, smallest, one random, back to the largest
         assert {k: v for k, v in low.items() if k != "resolution"} == \
             {k: v for k, v in space.smallest().items() if k != "resolution"}
         sizes.append(space.input_size(low))
