@@ -253,3 +253,25 @@ def add_front_pairs(*, space: SearchSpace, pairs: Sequence[tuple[Arch, float]],
         pairs += measure(archs=picks)
         seen |= {hashable_arch(a) for a in picks}
     return pairs
+
+
+def predictor_pairs(*, space: SearchSpace, measure: Callable[..., list[tuple[Arch, float]]],
+                    cost: Callable[[list[Arch]], Any], n_archs: int, front_share: float, seed: int,
+                    first: Sequence[Arch] = (), front_measure: Callable[..., list[tuple[Arch, float]]] | None = None,
+                    ) -> list[tuple[Arch, float]]:
+    """The accuracy predictor's (arch, metric) pairs as the train_supernet job picks them: `n_archs`
+    in all, first `first` and random sub-networks (the largest and smallest among them), then
+    `front_share` of them from the predictor's own fronts against `cost` (`add_front_pairs`), with
+    at least 10 random ones kept so the first fit has something to go on. `measure(archs=...)`
+    measures the random ones, `front_measure` (default `measure`) the front ones."""
+    n_front = max(0, min(round(n_archs * front_share), n_archs - 10))
+    archs = {space.arch_key(a): space.validate(a) for a in first}
+    for a in space.distinct_samples(n_archs - n_front, seed=seed + 1):
+        if len(archs) >= n_archs - n_front:
+            break
+        archs.setdefault(space.arch_key(a), a)
+    pairs = measure(archs=list(archs.values()))
+    if n_front:
+        pairs = add_front_pairs(space=space, pairs=pairs, n_front=n_front, seed=seed, measure=front_measure or measure,
+                                cost=cost)
+    return pairs

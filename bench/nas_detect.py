@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import time
 from functools import partial
 from pathlib import Path
@@ -38,7 +37,7 @@ from autonn.jobs.finetune import LR_BY_TASK, FinetuneParams
 from autonn.jobs.search import SearchParams
 from autonn.jobs.train_supernet import TASK_DEFAULTS, TrainSupernetParams
 from autonn.latency import build_latency_table, measure_network_ms, network_input_shape
-from autonn.predictors import add_front_pairs, fit_accuracy_predictor, measure_archs
+from autonn.predictors import fit_accuracy_predictor, measure_archs, predictor_pairs
 from autonn.search import BudgetUnreachable, search_under_budget
 from autonn.spaces import get_search_space
 from autonn.train import SeededShuffle, TrainConfig, finetune, train_supernet
@@ -125,21 +124,14 @@ def main() -> None:
         result["supernet_val_largest"] = trained.final["val_largest"]
         print(f"supernet: {result['supernet_train_seconds']} s, val mAP largest {trained.final['val_largest']:.3f}")
 
-    # The predictor's pairs as the train_supernet job picks them: random sub-networks (here with
-    # the family members among them), then the job's share picked from the predictor's own fronts
-    # against FLOPs (autonn.predictors.add_front_pairs), where a fit on random pairs extrapolates.
-    rng = random.Random(args.seed + 1)
-    n_front = round(args.predictor_archs * args.front_share)
-    archs = {space.arch_key(a): a for a in (space.largest(), space.smallest(), *family(space).values())}
-    while len(archs) < args.predictor_archs - n_front:
-        a = space.sample(rng)
-        archs.setdefault(space.arch_key(a), a)
+    # The predictor's pairs as the train_supernet job picks them (the family members among the
+    # random ones): random sub-networks, then the job's share from the predictor's own fronts
+    # against FLOPs, where a fit on random pairs extrapolates.
     measure = partial(measure_archs, space=space, supernet=supernet, calib_loader=loaders.calib,
                       val_loader=loaders.val, device=cpu)
-    pairs = measure(archs=list(archs.values()))
-    if n_front:
-        pairs = add_front_pairs(space=space, pairs=pairs, n_front=n_front, seed=args.seed, measure=measure,
-                                cost=FlopsTable(space=space, num_classes=nc))
+    pairs = predictor_pairs(space=space, measure=measure, cost=FlopsTable(space=space, num_classes=nc),
+                            n_archs=args.predictor_archs, front_share=args.front_share, seed=args.seed,
+                            first=list(family(space).values()))
     predictor = fit_accuracy_predictor(space=space, pairs=pairs, seed=args.seed)
     if args.save:
         out = Path(args.save)

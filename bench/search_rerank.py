@@ -38,7 +38,7 @@ from autonn.flops import FlopsTable
 from autonn.jobs.search import SearchParams
 from autonn.jobs.train_supernet import TrainSupernetParams
 from autonn.latency import build_latency_table
-from autonn.predictors import add_front_pairs, fit_accuracy_predictor, measure_archs
+from autonn.predictors import fit_accuracy_predictor, measure_archs, predictor_pairs
 from autonn.search import BudgetUnreachable, search_under_budget
 from autonn.spaces import get_search_space
 from autonn.train import TrainConfig, evaluate_subnet, train_supernet
@@ -62,11 +62,9 @@ def classify_setup(args: argparse.Namespace, result: dict):
                   supernet_val_largest=trained.final["val_largest"])
     measure = partial(measure_archs, space=space, supernet=supernet, calib_loader=loaders.calib,
                       val_loader=loaders.val, device=torch.device("cpu"))
-    n_archs, share = JOB["predictor_archs"].default, JOB["predictor_front_share"].default
-    n_front = round(n_archs * share)
-    pairs = measure(archs=space.distinct_samples(n_archs - n_front, seed=args.seed + 1))
-    pairs = add_front_pairs(space=space, pairs=pairs, n_front=n_front, seed=args.seed, measure=measure,
-                            cost=FlopsTable(space=space, num_classes=10))
+    pairs = predictor_pairs(space=space, measure=measure, cost=FlopsTable(space=space, num_classes=10),
+                            n_archs=JOB["predictor_archs"].default, front_share=JOB["predictor_front_share"].default,
+                            seed=args.seed)
     return space, supernet, loaders, pairs, 10
 
 

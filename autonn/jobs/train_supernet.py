@@ -99,7 +99,7 @@ def precheck_train(runtime, params: TrainSupernetParams) -> None:  # noqa: ANN00
 def train_supernet_job(ctx: JobContext, p: TrainSupernetParams) -> dict[str, Any]:
     """Train a weight-sharing supernet on a frozen dataset version and fit its accuracy predictor."""
     from autonn.flops import FlopsTable
-    from autonn.predictors import add_front_pairs, fit_accuracy_predictor, measure_archs
+    from autonn.predictors import fit_accuracy_predictor, measure_archs, predictor_pairs
     from autonn.train import SeededShuffle, train_supernet
 
     records = ctx.runtime.records
@@ -138,15 +138,12 @@ def train_supernet_job(ctx: JobContext, p: TrainSupernetParams) -> dict[str, Any
     if ctx.store.exists(keys["pairs"]):
         pairs = [(a, m) for a, m in ctx.store.get_json(keys["pairs"])]
     else:
-        n_front = max(0, min(round(p.predictor_archs * p.predictor_front_share), p.predictor_archs - 10))
-        archs = space.distinct_samples(p.predictor_archs - n_front, seed=p.seed + 1)
         measure = partial(measure_archs, space=space, supernet=supernet, calib_loader=loaders.calib,
                           val_loader=loaders.val, device=torch.device("cpu"))
-        pairs = measure(archs=archs, progress=stage_progress(ctx, 0.75, 0.92))
-        if n_front:
-            pairs = add_front_pairs(space=space, pairs=pairs, n_front=n_front, seed=p.seed,
-                                    measure=partial(measure, progress=stage_progress(ctx, 0.92, 0.98)),
-                                    cost=FlopsTable(space=space, num_classes=loaders.num_classes))
+        pairs = predictor_pairs(space=space, measure=partial(measure, progress=stage_progress(ctx, 0.75, 0.92)),
+                                front_measure=partial(measure, progress=stage_progress(ctx, 0.92, 0.98)),
+                                cost=FlopsTable(space=space, num_classes=loaders.num_classes),
+                                n_archs=p.predictor_archs, front_share=p.predictor_front_share, seed=p.seed)
         ctx.store.put_if_absent(keys["pairs"], json.dumps(pairs).encode())
     predictor = fit_accuracy_predictor(space=space, pairs=pairs, seed=p.seed)
     ctx.store.put_if_absent(keys["predictor"], predictor.to_bytes())

@@ -154,3 +154,28 @@ def test_front_aware_pairs_correct_the_predictor_where_the_search_goes(flops, se
                         float(np.mean(np.abs(np.array([p.metric for p in front]) - true))))
     print(scores)
     assert scores["front_aware"][0] > scores["uniform"][0] and scores["front_aware"][1] < scores["uniform"][1]
+
+
+def test_predictor_pairs_are_picked_as_the_job_picks_them(flops):
+    from autonn.predictors import predictor_pairs
+
+    asked: dict[str, list[int]] = {"random": [], "front": []}
+
+    def measurer(kind):
+        def measure(*, archs):
+            asked[kind].append(len(archs))
+            return list(zip(archs, synthetic_metric(archs), strict=True))
+        return measure
+
+    first = [SPACE.pin_input_size(SPACE.largest(), 20)]
+    pairs = predictor_pairs(space=SPACE, measure=measurer("random"), front_measure=measurer("front"), cost=flops,
+                            n_archs=30, front_share=0.3, seed=0, first=first)
+    # 21 random (after `first`, with the largest and smallest), then 9 from fronts in two rounds.
+    assert asked["random"] == [21] and sum(asked["front"]) == 9 and len(asked["front"]) == 2
+    keys = [hashable_arch(a) for a, _ in pairs]
+    assert len(pairs) == len(set(keys)) == 30 and keys[0] == hashable_arch(first[0])
+    assert {hashable_arch(SPACE.largest()), hashable_arch(SPACE.smallest())} <= set(keys[:21])
+    # At least 10 random ones stay, however large the front share asked.
+    asked = {"random": [], "front": []}
+    predictor_pairs(space=SPACE, measure=measurer("random"), cost=flops, n_archs=12, front_share=0.9, seed=0)
+    assert asked["random"] == [10, 1, 1]
