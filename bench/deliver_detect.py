@@ -38,7 +38,7 @@ DEFAULT = f"{JOB['epochs'].default}:{LR_BY_TASK['detect']:g}:{'distill' if JOB['
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--load", required=True, help="a folder with supernet.pt")
-    ap.add_argument("--recipes", default=f"{DEFAULT},5:2e-4:labels,5:1e-3:distill,5:1e-3:labels,10:1e-3:labels",
+    ap.add_argument("--recipes", default=f"{DEFAULT},5:2e-4:distill,5:1e-3:distill,5:1e-3:labels,10:1e-3:labels",
                     help="epochs:lr:distill|labels, comma-separated; the first is the finetune job's default")
     ap.add_argument("--random", type=int, default=3, help="random sub-networks besides the family")
     ap.add_argument("--images", type=int, default=600)

@@ -40,7 +40,7 @@ from autonn.latency import build_latency_table, measure_network_ms, network_inpu
 from autonn.predictors import fit_accuracy_predictor, measure_archs, predictor_pairs
 from autonn.search import BudgetUnreachable, search_under_budget
 from autonn.spaces import get_search_space
-from autonn.train import SeededShuffle, TrainConfig, finetune, train_supernet
+from autonn.train import SeededShuffle, TrainConfig, evaluate_subnet, finetune, train_supernet
 from tango.sampledata import SHAPE_CLASSES, make_shapes
 
 OPTIONS = {"resolutions": [64, 96], "backbone_widths": [16, 32, 48, 64], "neck_widths": [48, 32, 48, 64]}
@@ -115,6 +115,8 @@ def main() -> None:
     if args.load:
         supernet.load_state_dict(torch.load(Path(args.load) / "supernet.pt"))
         result["supernet"] = f"loaded from {args.load}"
+        result["supernet_val_largest"] = evaluate_subnet(space=space, supernet=supernet, arch=space.largest(),
+                                                         calib_loader=loaders.calib, val_loader=loaders.val, device=cpu)
         print(f"supernet loaded from {args.load}")
     else:
         t0 = time.perf_counter()
