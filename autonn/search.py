@@ -215,13 +215,14 @@ def shortlist(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, bu
     for sub in [PinnedSpace(space, s) for s in sizes] if len(sizes) > 1 else [space]:
         # Distinct networks, not distinct configs: genes of skipped blocks change the config, not
         # the network (the digits demo shortlisted each network twice before this).
-        mine: dict[tuple, Candidate] = {}
-        for a, m, ms in (res.top if (res := search(sub)) else []):
+        res, mine = search(sub), {}
+        for a, m, ms in res.top if res is not None else []:
             mine.setdefault(tuple(space.encode(a)), Candidate(a, float(m), float(ms)))
             if len(mine) == per_size:
                 break
         kept.update(mine)
-    if len(sizes) > 1 and (res := search(space)) is not None:
+    res = search(space) if len(sizes) > 1 else None
+    if res is not None:
         kept.setdefault(tuple(space.encode(res.arch)), Candidate(res.arch, res.predicted_metric, res.predicted_ms))
     out = list(kept.values())
     if not out:

@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -109,12 +110,14 @@ def main() -> None:
     config = recipe(epochs=args.epochs, seed=args.seed, n_random=args.n_random, smallest_size=args.smallest_size)
     result: dict = {"space": space.name, "space_options": options, "lr": LR, "cardinality": space.cardinality(),
                     "dataset": f"generated shapes, {args.images} images at {max(space.resolutions)} px",
-                    "epochs": args.epochs, "n_random": config.n_random, "smallest_size": config.smallest_size}
+                    "epochs": args.epochs}
 
     supernet = space.build_supernet(num_classes=nc)
     if args.load:
         supernet.load_state_dict(torch.load(Path(args.load) / "supernet.pt"))
         result["supernet"] = f"loaded from {args.load}"
+        made = Path(args.load) / "config.json"  # the recipe it was trained with, where the saver kept it
+        result["supernet_config"] = json.loads(made.read_text()) if made.exists() else None
         result["supernet_val_largest"] = evaluate_subnet(space=space, supernet=supernet, arch=space.largest(),
                                                          calib_loader=loaders.calib, val_loader=loaders.val, device=cpu)
         print(f"supernet loaded from {args.load}")
@@ -124,6 +127,7 @@ def main() -> None:
                                  config=config, device=cpu)
         result["supernet_train_seconds"] = round(time.perf_counter() - t0, 1)
         result["supernet_val_largest"] = trained.final["val_largest"]
+        result["supernet_config"] = asdict(config)
         print(f"supernet: {result['supernet_train_seconds']} s, val mAP largest {trained.final['val_largest']:.3f}")
 
     # The predictor's pairs as the train_supernet job picks them (the family members among the
@@ -139,6 +143,8 @@ def main() -> None:
         out = Path(args.save)
         out.mkdir(parents=True, exist_ok=True)
         torch.save(supernet.state_dict(), out / "supernet.pt")
+        if result["supernet_config"] is not None:
+            (out / "config.json").write_text(json.dumps(result["supernet_config"]))
         (out / "pairs.json").write_text(json.dumps(pairs))
     print("timing the host latency table and the family", flush=True)
     table = build_latency_table(space=space, num_classes=nc, device="host", threads=1, n_fit_networks=20)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -66,6 +67,7 @@ def run_variant(args: argparse.Namespace) -> dict:
         out = Path(args.save) / args.one.replace(":", "_")
         out.mkdir(parents=True, exist_ok=True)
         torch.save(supernet.state_dict(), out / "supernet.pt")
+        (out / "config.json").write_text(json.dumps(asdict(config)))  # what nas_detect --load records
     rows = [{"arch": a, "test_map50_95": evaluate_subnet(space=space, supernet=supernet, arch=a,
                                                          calib_loader=loaders.calib, val_loader=loaders.test,
                                                          device=cpu)}
