@@ -15,7 +15,9 @@ the end. The figure (delivered; `..._trained_alone` beside it): at each family m
 much less latency the cheapest searched network reaching that mAP needs
 (`detection_latency_gain_at_equal_map`, the mean over family members a searched network reaches;
 null when none does); beside it, the mAP the best searched network within each
-member's latency adds. Writes bench/results/nas_detect.json.
+member's latency adds. `--load DIR` takes a trained supernet instead (DIR/supernet.pt, and the
+recipe it was trained with from DIR/config.json where the saver wrote one: `--save` here, or
+bench/sandwich.py's). Writes bench/results/nas_detect.json.
 """
 
 from __future__ import annotations
