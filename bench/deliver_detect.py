@@ -58,8 +58,11 @@ def main() -> None:
     if (RESULTS / "nas_detect.json").exists():
         ref = json.loads((RESULTS / "nas_detect.json").read_text())
         alone_ref = {k: v["map50_95"] for k, v in ref.get("family", {}).items()}
-    rows: dict[str, dict] = {name: {"arch": arch, "trained_alone_30_epochs": alone_ref.get(name)}
-                             for name, arch in nets.items()}
+    rows: dict[str, dict] = {}
+    for name, arch in nets.items():  # each network as the supernet holds it: BN recalibrated, not fine-tuned
+        held = deliver_subnet(space=space, supernet=supernet, arch=arch, loaders=loaders, config=None, device=cpu)
+        rows[name] = {"arch": arch, "trained_alone_30_epochs": alone_ref.get(name),
+                      "supernet_test": float(space.evaluate(held.model, loaders.test, arch=arch, device=cpu))}
     recipes = args.recipes.split(",")
     for recipe in recipes:
         epochs, lr, mode = recipe.split(":")
@@ -70,10 +73,6 @@ def main() -> None:
             got = deliver_subnet(space=space, supernet=supernet, arch=arch, loaders=loaders, config=config,
                                  device=cpu, distill=mode == "distill")
             test = float(space.evaluate(got.model, loaders.test, arch=arch, device=cpu))
-            if "supernet_test" not in rows[name]:
-                held = deliver_subnet(space=space, supernet=supernet, arch=arch, loaders=loaders, config=None,
-                                      device=cpu)
-                rows[name]["supernet_test"] = float(space.evaluate(held.model, loaders.test, arch=arch, device=cpu))
             rows[name][recipe] = {"test": test, "val_before": got.val_before, "val": got.val,
                                   "kept_finetune": got.kept_finetune, "seconds": round(time.perf_counter() - t, 1)}
             print(f"{recipe} {name}: test mAP {test:.3f} (supernet {rows[name]['supernet_test']:.3f}, "

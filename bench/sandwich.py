@@ -21,8 +21,8 @@ import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
@@ -108,25 +108,17 @@ def main() -> None:
     variants = args.variants.split(",")
     passed = [f"--{k}={v}" for k, v in (("epochs", args.epochs), ("images", args.images), ("probes", args.probes),
                                           ("seed", args.seed), ("save", args.save)) if v is not None]
-    results: dict[str, dict] = {}
-    with tempfile.TemporaryDirectory() as tmp:
-        pending, running = list(variants), []
-        while pending or running:
-            while pending and len(running) < args.jobs:
-                v = pending.pop(0)
-                log = Path(tmp) / f"{v.replace(':', '_')}.log"
-                proc = subprocess.Popen([sys.executable, __file__, f"--one={v}", *passed],
-                                        stdout=log.open("w"), stderr=subprocess.STDOUT)
-                running.append((v, proc, log))
-                print(f"training variant {v}", flush=True)
-            time.sleep(5)
-            for item in [r for r in running if r[1].poll() is not None]:
-                running.remove(item)
-                v, proc, log = item
-                lines = [ln for ln in log.read_text().splitlines() if ln.startswith("RESULT ")]
-                if proc.returncode or not lines:
-                    raise SystemExit(f"variant {v} failed (rc {proc.returncode}):\n{log.read_text()[-3000:]}")
-                results[v] = json.loads(lines[-1][len("RESULT "):])
+
+    def train(v: str) -> dict:
+        print(f"training variant {v}", flush=True)
+        done = subprocess.run([sys.executable, __file__, f"--one={v}", *passed], capture_output=True, text=True)
+        lines = [ln for ln in done.stdout.splitlines() if ln.startswith("RESULT ")]
+        if done.returncode or not lines:
+            raise SystemExit(f"variant {v} failed (rc {done.returncode}):\n{(done.stdout + done.stderr)[-3000:]}")
+        return json.loads(lines[-1][len("RESULT "):])
+
+    with ThreadPoolExecutor(args.jobs) as pool:  # each variant is its own process; the threads only wait
+        results = dict(zip(variants, pool.map(train, variants), strict=True))
     space = get_search_space("yolo_det", **OPTIONS)
     for v in variants:
         results[v].update(summary(space, results[v]))
