@@ -72,11 +72,12 @@ def detect_setup(args: argparse.Namespace, result: dict):
     if not args.load:
         raise SystemExit("--task detect needs --load DIR, a folder bench/nas_detect.py --save DIR wrote")
     space = get_search_space("yolo_det", **DET_OPTIONS)
-    loaders = shapes_loaders(space, images=args.images, seed=args.seed)
+    loaders = shapes_loaders(space, images=args.images, seed=args.seed, test_images=args.test_images)
     supernet = space.build_supernet(num_classes=len(SHAPE_CLASSES))
     supernet.load_state_dict(torch.load(Path(args.load) / "supernet.pt"))
     pairs = [(a, m) for a, m in json.loads((Path(args.load) / "pairs.json").read_text())]
     result.update(space_options=DET_OPTIONS, dataset=f"generated shapes, {args.images} images",
+                  test_images=len(loaders.test.dataset),
                   supernet=f"loaded from {args.load} (bench/nas_detect.py --save)")
     return space, supernet.eval(), loaders, pairs, len(SHAPE_CLASSES)
 
@@ -85,6 +86,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--task", choices=["classify", "detect"], default="classify")
     ap.add_argument("--images", type=int, default=None, help="classify: 2000 train images; detect: 600 (nas_detect's)")
+    ap.add_argument("--test-images", type=int, default=1500,
+                    help="detect: more generated images for the test split only (nas_detect's --test-images)")
     ap.add_argument("--epochs", type=int, default=10, help="classify: supernet epochs")
     ap.add_argument("--load", help="detect: the folder bench/nas_detect.py --save wrote")
     ap.add_argument("--budgets", type=int, default=10)
