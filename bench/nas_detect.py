@@ -5,16 +5,19 @@
 On the generated shapes set (seeded, offline): train the YOLO-style supernet, fit its accuracy
 predictor, build the host latency table, time the width/depth-scaled n/s/m family, then ask the
 product's budgeted search (`search_under_budget`: predictors, a shortlist per input size re-ranked
-on the supernet's val split as the search job does, then measured on this CPU) for the
-best sub-network under each family member's measured latency times each of `--budget-factors`:
-what a user with that member's budget (or a tighter one) gets. Every network, family and searched,
-is then made two ways: as Tango delivers it (weights from the supernet, the finetune job's
-defaults) and trained alone from scratch (same epochs, optimizer, data); then measured: mAP50-95
-on the test split (15 % of `--images` plus `--test-images` more), and ONNX Runtime latency, all of them timed together in interleaved rounds at
-the end. The figure (delivered; `..._trained_alone` beside it): at each family member's mAP, how
-much less latency the cheapest searched network reaching that mAP needs
-(`detection_latency_gain_at_equal_map`, the mean over family members a searched network reaches;
-null when none does); beside it, the mAP the best searched network within each
+on the supernet's val split as the search job does, then measured on this CPU) for the best
+sub-network under each family member's measured latency times each of `--budget-factors`: what a
+user with that member's budget (or a tighter one) gets. Each budget is searched two ways, side by
+side: choosing on the supernet's val split, and (the search job's detection default) fine-tuning
+the best of each input size `--refine-epochs` epochs and choosing on their val mAP. Every network,
+family and searched, is then made two ways: as Tango delivers it (weights from the supernet, the
+finetune job's defaults) and trained alone from scratch (same epochs, optimizer, data); then
+measured: mAP50-95 on the test split (15 % of `--images` plus `--test-images` more), and ONNX
+Runtime latency, all of them timed together in interleaved rounds at the end. The figure
+(delivered; `..._trained_alone` beside it), for the search job's default choice (`by_choice` holds
+both): at each family member's mAP, how much less latency the cheapest searched network reaching
+that mAP needs (`detection_latency_gain_at_equal_map`, the mean over family members a searched
+network reaches; null when none does); beside it, the mAP the best searched network within each
 member's latency adds. `--load DIR` takes a trained supernet instead (DIR/supernet.pt, and the
 recipe it was trained with from DIR/config.json where the saver wrote one: `--save` here, or
 bench/sandwich.py's). Writes bench/results/nas_detect.json.
@@ -25,7 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from functools import partial
 from pathlib import Path
 
@@ -34,10 +37,10 @@ import torch
 from common import measured_ms, write_result
 
 from autonn.data import make_loaders
-from autonn.delivery import deliver_subnet
+from autonn.delivery import Delivered, deliver_subnet
 from autonn.flops import FlopsTable
 from autonn.jobs.finetune import LR_BY_TASK, FinetuneParams
-from autonn.jobs.search import SearchParams
+from autonn.jobs.search import REFINE_EPOCHS_BY_TASK, SearchParams
 from autonn.jobs.train_supernet import TASK_DEFAULTS, TrainSupernetParams
 from autonn.latency import build_latency_table, measure_network_ms, network_input_shape
 from autonn.predictors import fit_accuracy_predictor, measure_archs, predictor_pairs
@@ -95,6 +98,10 @@ def main() -> None:
                     help="share of --predictor-archs picked from the predictor's fronts (the job's default)")
     ap.add_argument("--per-size", type=int, default=SearchParams.model_fields["rerank_per_size"].default,
                     help="shortlisted sub-networks per input size, measured on the supernet (0: the predictor's pick)")
+    ap.add_argument("--refine-epochs", type=int, default=REFINE_EPOCHS_BY_TASK["detect"],
+                    help="the search job's finalists fine-tuned this many epochs (its detection default); every "
+                         "budget is searched both ways, choosing on the supernet and choosing fine-tuned "
+                         "(0: only the first)")
     ap.add_argument("--n-random", type=int, default=DETECT["n_random"],
                     help="random sub-networks per supernet step (the train_supernet job's detection default)")
     ap.add_argument("--smallest-size", choices=["min", "random"], default=DETECT["smallest_size"],
@@ -161,31 +168,63 @@ def main() -> None:
     members = family(space)
     fam_ms = dict(zip(members, measured_ms(space, supernet, list(members.values()), 1, rounds=7), strict=True))
     factors = [float(f) for f in args.budget_factors.split(",")]
-    # The search job's default: shortlist per input size, keep the best on the supernet's val split.
+    tuned = FinetuneParams.model_fields  # the finetune job's defaults: what Tango hands a user
+    ft = TrainConfig(epochs=tuned["epochs"].default, lr=tuned["lr"].default or LR_BY_TASK["detect"],
+                     optimizer=tuned["optimizer"].default, seed=args.seed)
+    made: dict[tuple, Delivered] = {}  # (arch key, epochs) -> Delivered: the search's fine-tunes are the deliveries
+
+    def delivered(arch: dict, epochs: int) -> Delivered:
+        key = (space.arch_key(arch), epochs)
+        if key not in made:
+            made[key] = deliver_subnet(space=space, supernet=supernet, arch=arch, loaders=loaders, device=cpu,
+                                       config=replace(ft, epochs=epochs),
+                                       distill=tuned["distill"].default)
+        return made[key]
+
+    # The search job's default: shortlist per input size, keep the best on the supernet's val split,
+    # and (detection) fine-tune the best of each size and keep the best fine-tuned on val. Both ways.
     rerank = (lambda archs: [m for _, m in measure(archs=archs)]) if args.per_size else None
+
+    def refine(archs: list[dict]) -> list[float]:
+        return [delivered(a, args.refine_epochs).val for a in archs]
+
+    choices = {"supernet": None, **({"finetune": refine} if args.refine_epochs and args.per_size else {})}
     picks: dict[str, dict] = {}
     budgets = []
     for name, ms in fam_ms.items():
         for factor in factors:
-            try:
-                res = search_under_budget(space=space, accuracy=predictor.predict, latency=table,
-                                          measure=lambda a: measured_ms(space, supernet, [a], 1)[0],
-                                          budget_ms=factor * ms, device_name="host", seed=args.seed,
-                                          rerank=rerank, per_size=args.per_size)
-            except BudgetUnreachable as exc:
-                budgets.append({"member": name, "factor": factor, "budget_ms": factor * ms, "refused": str(exc)})
-                continue
-            picks.setdefault(space.arch_key(res.arch), res.arch)
-            # What the predictor promised against the supernet's own val mAP for the pick.
-            supernet_map = res.measured_metric if res.measured_metric is not None else measure(archs=[res.arch])[0][1]
-            budgets.append({"member": name, "factor": factor, "budget_ms": factor * ms, "arch": res.arch,
-                            "predicted_map": res.predicted_metric, "supernet_val_map": supernet_map,
-                            "predicted_ms": res.predicted_ms, "measured_ms": res.measured_ms,
-                            "shortlist": [{"resolution": space.input_size(c.arch), "predicted_map": c.predicted_metric,
-                                           "supernet_val_map": c.measured_metric} for c in res.candidates]})
-            print(f"budget {factor:.2f} x {name} = {factor * ms:.2f} ms: predicted mAP {res.predicted_metric:.3f} "
-                  f"(supernet val {supernet_map:.3f}), measured {res.measured_ms:.2f} ms", flush=True)
-    result.update(family_measured_ms_before_training=fam_ms, budget_factors=factors, budgets=budgets)
+            for choice, refined in choices.items():
+                t = time.perf_counter()
+                try:
+                    res = search_under_budget(space=space, accuracy=predictor.predict, latency=table,
+                                              measure=lambda a: measured_ms(space, supernet, [a], 1)[0],
+                                              budget_ms=factor * ms, device_name="host", seed=args.seed,
+                                              rerank=rerank, per_size=args.per_size, refine=refined)
+                except BudgetUnreachable as exc:
+                    budgets.append({"member": name, "factor": factor, "budget_ms": factor * ms, "choice": choice,
+                                    "refused": str(exc)})
+                    continue
+                seconds = round(time.perf_counter() - t, 1)
+                pick = picks.setdefault(space.arch_key(res.arch), {"arch": res.arch, "picked_by": set()})
+                pick["picked_by"].add(choice)
+                # What the predictor promised against the supernet's own val mAP for the pick.
+                supernet_map = res.measured_metric
+                if supernet_map is None:
+                    supernet_map = measure(archs=[res.arch])[0][1]
+                budgets.append({"member": name, "factor": factor, "budget_ms": factor * ms, "choice": choice,
+                                "arch": res.arch, "search_seconds": seconds, "predicted_map": res.predicted_metric,
+                                "supernet_val_map": supernet_map, "finetuned_val_map": res.refined_metric,
+                                "predicted_ms": res.predicted_ms, "measured_ms": res.measured_ms,
+                                "shortlist": [{"resolution": space.input_size(c.arch),
+                                               "predicted_map": c.predicted_metric,
+                                               "supernet_val_map": c.measured_metric,
+                                               "finetuned_val_map": c.refined_metric} for c in res.candidates]})
+                fine = float("nan") if res.refined_metric is None else res.refined_metric
+                print(f"budget {factor:.2f} x {name} = {factor * ms:.2f} ms, chosen on the {choice}: predicted mAP "
+                      f"{res.predicted_metric:.3f} (supernet val {supernet_map:.3f}, fine-tuned val {fine:.3f}), "
+                      f"{res.measured_ms:.2f} ms measured, {space.input_size(res.arch)} px, {seconds} s", flush=True)
+    result.update(family_measured_ms_before_training=fam_ms, budget_factors=factors, budgets=budgets,
+                  refine_epochs=args.refine_epochs, choices=list(choices))
 
     def train_alone(arch: dict) -> dict:
         model = space.build_supernet(num_classes=nc).extract(arch).train()
@@ -197,19 +236,12 @@ def main() -> None:
         print(f"trained alone in {seconds:.0f} s: mAP50-95 {mp:.3f}, {arch}", flush=True)
         return {"arch": arch, "map50_95": mp, "train_seconds": seconds, "model": model}
 
-    tuned = FinetuneParams.model_fields  # the finetune job's defaults: what Tango hands a user
-
-    ft = TrainConfig(epochs=tuned["epochs"].default, lr=tuned["lr"].default or LR_BY_TASK["detect"],
-                     optimizer=tuned["optimizer"].default, seed=args.seed)
-
     def deliver(arch: dict) -> float:
         """Test mAP50-95 of `arch` as the product's finetune job makes it (its defaults)."""
-        got = deliver_subnet(space=space, supernet=supernet, arch=arch, loaders=loaders, config=ft, device=cpu,
-                             distill=tuned["distill"].default)
-        return float(space.evaluate(got.model, loaders.test, arch=arch, device=cpu))
+        return float(space.evaluate(delivered(arch, ft.epochs).model, loaders.test, arch=arch, device=cpu))
 
     fam = {name: train_alone(arch) for name, arch in family(space).items()}
-    searched = [train_alone(arch) for arch in picks.values()]
+    searched = [{**train_alone(p["arch"]), "picked_by": sorted(p["picked_by"])} for p in picks.values()]
     for row in [*fam.values(), *searched]:
         row["delivered_map50_95"] = deliver(row["arch"])
         print(f"from the supernet, fine-tuned: mAP50-95 {row['delivered_map50_95']:.3f}, {row['arch']}", flush=True)
@@ -224,33 +256,45 @@ def main() -> None:
         print(f"family {name}: mAP {row['delivered_map50_95']:.3f} delivered, {row['map50_95']:.3f} trained alone, "
               f"at {row['latency_ms']:.2f} ms")
     for row in searched:
-        print(f"searched: mAP {row['delivered_map50_95']:.3f} delivered, {row['map50_95']:.3f} trained alone, "
-              f"at {row['latency_ms']:.2f} ms")
+        print(f"searched ({', '.join(row['picked_by'])}): mAP {row['delivered_map50_95']:.3f} delivered, "
+              f"{row['map50_95']:.3f} trained alone, at {row['latency_ms']:.2f} ms")
 
-    def compare(key: str) -> tuple[dict, dict, float | None]:
-        """Per family member: the latency a searched network reaching its mAP saves, and the mAP
-        the best searched network within its latency adds; the mean of the defined savings."""
+    def compare(key: str, choice: str) -> tuple[dict, dict, float | None]:
+        """Per family member: the latency a searched network (picked by `choice`) reaching its mAP
+        saves, and the mAP the best searched network within its latency adds; the mean of the
+        defined savings."""
         gains, map_gains = {}, {}
+        mine = [s for s in searched if choice in s["picked_by"]]
         for name, row in fam.items():
             # A family member that learnt nothing (mAP ~0) offers no level to compare at.
-            reaching = [s["latency_ms"] for s in searched if s[key] >= row[key]]
+            reaching = [s["latency_ms"] for s in mine if s[key] >= row[key]]
             gains[name] = 1.0 - min(reaching) / row["latency_ms"] if reaching and row[key] > 0.01 else None
-            within = [s[key] for s in searched if s["latency_ms"] <= row["latency_ms"]]
+            within = [s[key] for s in mine if s["latency_ms"] <= row["latency_ms"]]
             map_gains[name] = max(within) - row[key] if within else None
         defined = [g for g in gains.values() if g is not None]
         return gains, map_gains, float(np.mean(defined)) if defined else None
 
-    gains, map_gains, mean_gain = compare("delivered_map50_95")
-    gains_alone, map_gains_alone, mean_alone = compare("map50_95")
-    result.update(family=fam, searched=searched, latency_gain_per_family_member=gains,
+    # The headline is the search job's default choice; every choice is recorded beside it.
+    default = list(choices)[-1]
+    by_choice = {c: {"delivered": compare("delivered_map50_95", c), "trained_alone": compare("map50_95", c)}
+                 for c in choices}
+    (gains, map_gains, mean_gain), (gains_alone, map_gains_alone, mean_alone) = by_choice[default].values()
+    result.update(family=fam, searched=searched, headline_choice=default, latency_gain_per_family_member=gains,
                   map_gain_at_equal_latency_per_family_member=map_gains, detection_latency_gain_at_equal_map=mean_gain,
                   latency_gain_per_family_member_trained_alone=gains_alone,
                   map_gain_at_equal_latency_per_family_member_trained_alone=map_gains_alone,
                   detection_latency_gain_at_equal_map_trained_alone=mean_alone,
-                  finetune={"epochs": ft.epochs, "lr": ft.lr, "optimizer": ft.optimizer, "distill": tuned["distill"].default})
-    print(f"delivered (supernet weights + the finetune job's recipe): latency gain at equal mAP {gains}, "
-          f"mAP gain at equal latency {map_gains}")
-    print(f"trained alone: latency gain at equal mAP {gains_alone}, mAP gain at equal latency {map_gains_alone}")
+                  by_choice={c: {kind: {"latency_gain_per_family_member": g, "map_gain_at_equal_latency": m,
+                                        "latency_gain_at_equal_map": mean} for kind, (g, m, mean) in v.items()}
+                             for c, v in by_choice.items()},
+                  finetune={"epochs": ft.epochs, "lr": ft.lr, "optimizer": ft.optimizer,
+                            "distill": tuned["distill"].default})
+    for c, v in by_choice.items():
+        (g, m, mean), (ga, ma, mean_a) = v.values()
+        print(f"chosen on the {c}, delivered (supernet weights + the finetune job's recipe): latency gain at equal "
+              f"mAP {g} (mean {mean}), mAP gain at equal latency {m}")
+        print(f"chosen on the {c}, trained alone: latency gain at equal mAP {ga} (mean {mean_a}), mAP gain at equal "
+              f"latency {ma}")
     write_result(args.result, result)
 
 

@@ -9,7 +9,8 @@ from typing import Any, Literal
 from fastapi import HTTPException
 from pydantic import Field
 
-from autonn.jobs.common import HOST_DEVICE, load_supernet, measurer, ready_supernet, Strict
+from autonn.jobs.common import (HOST_DEVICE, load_supernet, measurer, pick_device, ready_supernet, stage_progress,
+                                Strict)
 from autonn.spaces import get_search_space
 from tango.datasets import load_version
 from tango.queue import JobContext
@@ -29,7 +30,22 @@ class SearchParams(Strict):
     rerank_per_size: int = Field(2, ge=0, le=20, description=(
         "mode budget: search once per input size, shortlist this many sub-networks of each, measure them on the "
         "supernet (the dataset's validation split) and keep the best measured; 0 trusts the accuracy predictor"))
+    refine_epochs: int | None = Field(None, ge=0, le=50, description=(
+        "mode budget, with rerank_per_size: fine-tune the best measured sub-network of each input size this many "
+        "epochs (the finetune job's recipe) and keep the best on the validation split; 0 keeps the best measured "
+        "on the supernet; default by task (REFINE_EPOCHS_BY_TASK)"))
     seed: int = 0
+
+
+# Where the supernet's shared weights misjudge what fine-tuning makes of a network, the search
+# fine-tunes its finalists (one per input size). See autonn.search._pick and bench/nas_detect.py.
+REFINE_EPOCHS_BY_TASK = {"classify": 0, "detect": 5}
+
+
+def refine_epochs(p: SearchParams, task: str) -> int:
+    if p.mode != "budget" or not p.rerank_per_size:
+        return 0
+    return REFINE_EPOCHS_BY_TASK[task] if p.refine_epochs is None else p.refine_epochs
 
 
 def _load_table(runtime, supernet: dict[str, Any], p: SearchParams):  # noqa: ANN001, ANN202
@@ -53,6 +69,9 @@ def _load_table(runtime, supernet: dict[str, Any], p: SearchParams):  # noqa: AN
 def precheck_search(runtime, p: SearchParams) -> None:  # noqa: ANN001
     from autonn.search import fastest_arch
 
+    if p.refine_epochs and not (p.mode == "budget" and p.rerank_per_size):
+        raise HTTPException(422, detail="refine_epochs fine-tunes the shortlist's finalists: it needs mode budget "
+                                        "and rerank_per_size of at least 1")
     supernet = ready_supernet(runtime, p.supernet_id)
     _, table, space = _load_table(runtime, supernet, p)
     if p.mode == "budget" and p.rerank_per_size:
@@ -101,10 +120,44 @@ def _supernet_metric(ctx: JobContext, row: dict[str, Any], space, supernet):  # 
     return metric
 
 
+def _finetuned_metric(ctx: JobContext, row: dict[str, Any], space, supernet, *,  # noqa: ANN001, ANN202
+                      epochs: int, seed: int):
+    """archs -> their validation metric once fine-tuned from the supernet as the finetune job does
+    it (its defaults, `epochs` epochs; the supernet's own sub-network where fine-tuning did not
+    help, as that job hands back). Cached: a later round may shortlist the same finalists."""
+    from autonn.data import loaders_from_store
+    from autonn.delivery import deliver_subnet
+    from autonn.jobs.finetune import LR_BY_TASK, FinetuneParams
+    from autonn.train import SeededShuffle, TrainConfig
+
+    job = FinetuneParams.model_fields
+    batch = job["batch_size"].default
+    loaders = loaders_from_store(store=ctx.store, dataset_id=row["dataset_id"], version=row["dataset_version"],
+                                 space=space, batch_size=batch,
+                                 train_sampler_factory=lambda n: SeededShuffle(n, seed=seed))
+    config = TrainConfig(epochs=epochs, lr=LR_BY_TASK[space.task], seed=seed, batch_size=batch,
+                         optimizer=job["optimizer"].default)
+    device, done = pick_device("auto"), {}
+
+    def metric(archs: list[dict[str, Any]]) -> list[float]:
+        for i, arch in enumerate(archs):
+            if space.arch_key(arch) not in done:
+                # Its own share of the progress bar, which also lets a cancel land between batches.
+                report = stage_progress(ctx, 0.4 + 0.5 * i / len(archs), 0.4 + 0.5 * (i + 1) / len(archs))
+                report(0.0, f"fine-tuning finalist {i + 1} of {len(archs)} ({space.input_size(arch)} px) "
+                            f"for {epochs} epochs")
+                done[space.arch_key(arch)] = deliver_subnet(space=space, supernet=supernet, arch=arch, loaders=loaders,
+                                                            config=config, device=device, progress=report,
+                                                            distill=job["distill"].default).val
+        return [done[space.arch_key(a)] for a in archs]
+    return metric
+
+
 def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
     """Evolutionary search over the accuracy predictor and the device's latency table; a budget
     search shortlists per input size, keeps the shortlisted sub-network that measures best on the
-    supernet, measures its latency on the device and repeats, stricter, until the measurement fits."""
+    supernet (with `refine_epochs`: fine-tunes the best of each input size and keeps the best
+    fine-tuned), measures its latency on the device and repeats, stricter, until the measurement fits."""
     from autonn.predictors import AccuracyPredictor
     from autonn.search import pareto_front, search_under_budget
 
@@ -132,21 +185,27 @@ def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
                          f"apart no more trade-offs in this space; train the supernet with a larger "
                          f"predictor_archs for a finer front"} if len(front) < p.n_points else {}
         return {**base, "mode": "front", "front": front, **short, "seconds": round(time.monotonic() - started, 2)}
+    epochs = refine_epochs(p, space.task)
     res = search_under_budget(space=space, accuracy=predictor.predict, latency=table, measure=measure,
                               budget_ms=p.budget_ms, device_name=p.device, seed=p.seed, population=p.population,
                               generations=p.generations, per_size=p.rerank_per_size,
-                              rerank=_supernet_metric(ctx, supernet_row, space, supernet) if rerank else None)
+                              rerank=_supernet_metric(ctx, supernet_row, space, supernet) if rerank else None,
+                              refine=_finetuned_metric(ctx, supernet_row, space, supernet, epochs=epochs, seed=p.seed)
+                              if epochs else None)
 
     def optional(x: float | None) -> float | None:
         return None if x is None else float(x)
     return {**base, "mode": "budget", "budget_ms": p.budget_ms, "arch": res.arch,
             "predicted_metric": float(res.predicted_metric), "predicted_ms": float(res.predicted_ms),
-            "supernet_metric": optional(res.measured_metric),
-            "measured_ms": optional(res.measured_ms), "verified": verify, "fallback": res.fallback,
+            "supernet_metric": optional(res.measured_metric), "finetuned_metric": optional(res.refined_metric),
+            "refine_epochs": epochs, "measured_ms": optional(res.measured_ms), "verified": verify,
+            "fallback": res.fallback,
             "rounds": [{"arch": r.arch, "predicted_metric": float(r.predicted_metric), "predicted_ms": float(r.predicted_ms),
                         "latency_scale": float(r.scale), "measured_ms": optional(r.measured_ms),
-                        "supernet_metric": optional(r.measured_metric)} for r in res.rounds],
+                        "supernet_metric": optional(r.measured_metric),
+                        "finetuned_metric": optional(r.refined_metric)} for r in res.rounds],
             "shortlist": [{"arch": c.arch, "predicted_metric": float(c.predicted_metric),
-                           "predicted_ms": float(c.predicted_ms), "supernet_metric": optional(c.measured_metric)}
+                           "predicted_ms": float(c.predicted_ms), "supernet_metric": optional(c.measured_metric),
+                           "finetuned_metric": optional(c.refined_metric)}
                           for c in res.candidates],
             "seconds": round(time.monotonic() - started, 2)}

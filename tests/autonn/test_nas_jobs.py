@@ -83,6 +83,7 @@ def test_train_search_finetune_export(stack):
     shortlisted = {get_search_space("resnet_cls", **TINY_RESNET).input_size(c["arch"]) for c in search["shortlist"]}
     assert len(shortlisted) > 1 and all(0 <= c["supernet_metric"] <= 1 for c in search["shortlist"])
     assert search["supernet_metric"] == max(c["supernet_metric"] for c in search["shortlist"])
+    assert search["refine_epochs"] == 0 and search["finetuned_metric"] is None  # classification: the supernet decides
 
     front = run(runtime, client, "search", {"supernet_id": supernet_id, "mode": "front", "n_points": 10,
                                             "generations": 10, "population": 40, "verify": False})
@@ -170,6 +171,34 @@ def test_detection_supernet_to_exported_model(stack):
     onnx_bytes = client.get(f"/models/{model['model_id']}/files/model.onnx").content
     out = ort.InferenceSession(onnx_bytes).run(None, {"images": np.zeros((1, 3, 64, 64), np.float32)})[0]
     assert out.shape[:2] == (1, 4 + 3)
+
+    # A detection budget search fine-tunes its finalists, one per input size, and keeps the best
+    # fine-tuned one (refine_epochs; 1 here to keep the test short).
+    table = run(runtime, client, "latency_table", {"supernet_id": trained["supernet_id"], "n_fit_networks": 4,
+                                                   "rounds": 2})
+    search = run(runtime, client, "search", {"supernet_id": trained["supernet_id"], "budget_ms": 1e5, "verify": False,
+                                             "generations": 5, "population": 16, "refine_epochs": 1})
+    assert table["space"] == "yolo_det" and search["refine_epochs"] == 1
+    finalists = [c for c in search["shortlist"] if c["finetuned_metric"] is not None]
+    space = get_search_space("yolo_det", **TINY_YOLO)
+    assert sorted(space.input_size(c["arch"]) for c in finalists) == [64, 96]
+    assert search["finetuned_metric"] == max(c["finetuned_metric"] for c in finalists)
+    assert search["arch"] == max(finalists, key=lambda c: c["finetuned_metric"])["arch"]
+    assert all(c["finetuned_metric"] >= 0 for c in finalists)
+
+
+def test_search_refines_detection_by_default_and_refuses_refining_without_a_shortlist(stack):
+    from autonn.jobs.search import REFINE_EPOCHS_BY_TASK, SearchParams, refine_epochs
+
+    assert refine_epochs(SearchParams(supernet_id="s", budget_ms=1), "detect") == REFINE_EPOCHS_BY_TASK["detect"] > 0
+    assert refine_epochs(SearchParams(supernet_id="s", budget_ms=1), "classify") == 0
+    assert refine_epochs(SearchParams(supernet_id="s", budget_ms=1, rerank_per_size=0), "detect") == 0
+    assert refine_epochs(SearchParams(supernet_id="s", budget_ms=1, refine_epochs=2), "classify") == 2
+    _, client = stack
+    resp = client.post("/jobs", json={"kind": "search", "params": {"supernet_id": "any", "budget_ms": 5,
+                                                                   "rerank_per_size": 0, "refine_epochs": 3}})
+    assert resp.status_code == 422 and resp.headers["content-type"] == "application/problem+json"
+    assert "needs mode budget and rerank_per_size of at least 1" in resp.json()["detail"]
 
 
 @pytest.mark.parametrize(("task", "n_random"), [("classify", 3), ("detect", 2)])

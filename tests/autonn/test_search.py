@@ -189,6 +189,39 @@ def test_rerank_keeps_the_best_measured_not_the_best_predicted():
     assert fixed.rounds[-1].measured_metric == fixed.measured_metric
 
 
+def test_refine_fine_tunes_the_best_measured_of_each_input_size():
+    budget = FASTEST + 0.5 * (SLOWEST - FASTEST)
+    measure = lambda a: float(latency([a])[0])
+    refined = []
+
+    def refine(archs):
+        """Fine-tuning favours 24 px, which the supernet under-rates (`true_metric`)."""
+        refined.append(list(archs))
+        return [0.9 if a["resolution"] == 24 else 0.5 for a in archs]
+
+    res = search_under_budget(space=SPACE, accuracy=accuracy, latency=latency, measure=measure, budget_ms=budget,
+                              device_name="host", seed=0, rerank=true_metric, per_size=2, refine=refine, **SMALL)
+    # One call, one finalist per input size: the best of that size on the supernet.
+    assert len(refined) == 1 and sorted(SPACE.input_size(a) for a in refined[0]) == [24, 28, 32]
+    for arch in refined[0]:
+        same = [c for c in res.candidates if SPACE.input_size(c.arch) == SPACE.input_size(arch)]
+        assert SPACE.arch_key(arch) == SPACE.arch_key(max(same, key=lambda c: c.measured_metric).arch)
+    assert res.arch["resolution"] == 24 and res.refined_metric == 0.9 and res.measured_ms <= budget
+    assert res.rounds[-1].refined_metric == 0.9
+    assert sum(c.refined_metric is not None for c in res.candidates) == 3
+    # Without refine the supernet's best wins, which is not at 24 px.
+    plain = search_under_budget(space=SPACE, accuracy=accuracy, latency=latency, measure=measure, budget_ms=budget,
+                                device_name="host", seed=0, rerank=true_metric, per_size=2, **SMALL)
+    assert plain.arch["resolution"] != 24 and plain.refined_metric is None
+    # One input size leaves nothing to decide: no fine-tuning.
+    one_size = get_search_space("resnet_cls", resolutions=(32,), base_widths=(16, 32, 64, 128), stem_width=16,
+                                stem_stride=1)
+    one = search_under_budget(space=one_size, accuracy=lambda a: np.full(len(a), 0.5),
+                              latency=lambda a: np.full(len(a), 1.0), measure=None, budget_ms=2.0, device_name="host",
+                              seed=0, rerank=lambda a: [0.5] * len(a), per_size=2, refine=refine, **SMALL)
+    assert len(refined) == 1 and one.refined_metric is None
+
+
 def test_without_a_device_the_latency_predictor_is_trusted():
     budget = FASTEST + 0.4 * (SLOWEST - FASTEST)
     res = search_under_budget(space=SPACE, accuracy=accuracy, latency=latency, measure=None, budget_ms=budget,
