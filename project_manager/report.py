@@ -95,8 +95,8 @@ def build_report(run: Run) -> dict[str, Any]:
     autonn = run.clients["autonn"]
     supernet = autonn.request("GET", f"/supernets/{r['supernet']['supernet_id']}")
     card = autonn.request("GET", f"/models/{r['finetune']['model_id']}")["card"]
-    chosen = {k: r["search"].get(k) for k in ("arch", "predicted_metric", "supernet_metric", "predicted_ms", "measured_ms",
-                                              "rounds", "shortlist")}
+    chosen = {k: r["search"].get(k) for k in ("arch", "predicted_metric", "supernet_metric", "finetuned_metric",
+                                              "refine_epochs", "predicted_ms", "measured_ms", "rounds", "shortlist")}
     data = {
         "run_id": run.run_id,
         "project": run.project.model_dump(mode="json", include={"id", "name", "task", "classes", "device", "budget_ms",

@@ -66,10 +66,13 @@ def search(supernet: Annotated[str, typer.Option(help="supernet id")],
            points: int = 10, device: str = "host",
            rerank: Annotated[int, typer.Option(help="sub-networks per input size checked on the supernet's "
                                                     "validation split; 0 trusts the accuracy predictor")] = 2,
+           refine: Annotated[int | None, typer.Option(help="epochs to fine-tune the best checked sub-network of each "
+                                                           "input size before choosing; default by task (detection 5, "
+                                                           "classification 0)")] = None,
            wait: Wait = True) -> None:
     """Find the most accurate sub-network under a latency budget (or the accuracy/latency front)."""
     _run("search", {"supernet_id": supernet, "mode": "front" if front else "budget", "budget_ms": budget,
-                    "n_points": points, "device": device, "rerank_per_size": rerank}, wait)
+                    "n_points": points, "device": device, "rerank_per_size": rerank, "refine_epochs": refine}, wait)
 
 
 @nas.command()
