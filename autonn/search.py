@@ -294,8 +294,9 @@ def _pick(space: SearchSpace, candidates: list[Candidate],
     """The best measured candidate; with `refine`, the best measured of each input size are
     fine-tuned and the best fine-tuned wins. Why: the supernet's shared weights rank networks of
     different input sizes differently from what fine-tuning makes of them (bench/nas_detect.py,
-    1,590 test images: at "n"'s budget the supernet preferred wide 64 px networks, 0.20 against
-    0.16 val mAP50-95, which fine-tuned to 0.27 while "n" itself, 96 px, fine-tuned to 0.36)."""
+    nas_detect_t1500.json: at "n"'s budget the supernet preferred wide 64 px networks, 0.20 against
+    0.16 val mAP50-95 at 96 px; fine-tuned, they reached 0.27 test mAP50-95 and "n" itself, 96 px,
+    0.36)."""
     best = max(candidates, key=lambda c: (c.measured_metric, c.predicted_metric))
     if refine is None:
         return best
