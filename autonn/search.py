@@ -297,14 +297,14 @@ def _pick(space: SearchSpace, candidates: list[Candidate],
     nas_detect_t1500.json: at "n"'s budget the supernet preferred wide 64 px networks, 0.20 against
     0.16 val mAP50-95 at 96 px; fine-tuned, they reached 0.27 test mAP50-95 and "n" itself, 96 px,
     0.36)."""
-    best = max(candidates, key=lambda c: (c.measured_metric, c.predicted_metric))
+    ranked = sorted(candidates, key=lambda c: (c.measured_metric, c.predicted_metric), reverse=True)
     if refine is None:
-        return best
+        return ranked[0]
     finalists: dict[int, Candidate] = {}
-    for c in sorted(candidates, key=lambda c: (c.measured_metric, c.predicted_metric), reverse=True):
+    for c in ranked:
         finalists.setdefault(space.input_size(c.arch), c)
     if len(finalists) < 2:
-        return best  # nothing for fine-tuning to decide between
+        return ranked[0]  # nothing for fine-tuning to decide between
     for c, m in zip(finalists.values(), refine([c.arch for c in finalists.values()]), strict=True):
         c.refined_metric = float(m)
     return max(finalists.values(), key=lambda c: (c.refined_metric, c.measured_metric))

@@ -59,14 +59,14 @@ def main() -> None:
               f"{row['supernet']:.3f}, alone {row['alone']:.3f})", flush=True)
     diffs = np.array([r["supernet"] - r["alone"] for r in out])
     result = {"reference": args.reference, "reference_commit": ref.get("commit"), "n_random": args.n_random,
-              "smallest_size": args.smallest_size, "epochs": epochs, "supernet_train_seconds": seconds, "reference_supernet_train_seconds":
-              ref.get("supernet_train_seconds"), "val_largest": trained.final["val_largest"],
+              "smallest_size": args.smallest_size, "epochs": epochs, "supernet_train_seconds": seconds,
+              "reference_supernet_train_seconds": ref.get("supernet_train_seconds"), "val_largest": trained.final["val_largest"],
               "val_smallest": trained.final["val_smallest"], "subnets_within_2pts": int(np.sum(np.abs(diffs) <= 0.02)),
               "subnets_compared": len(out), "subnets_supernet_minus_alone_mean": float(diffs.mean()),
               "subnets_supernet_mean": float(np.mean([r["supernet"] for r in out])),
               "reference_subnets_within_2pts": ref.get("subnets_within_2pts"), "subnets_vs_alone": out}
-    print(f"n_random {args.n_random}, smallest {args.smallest_size}: {result['subnets_within_2pts']}/{len(out)} within 2 points of the reference's "
-          f"standalone means (mean difference {diffs.mean():+.3f}); supernet {seconds} s")
+    print(f"n_random {args.n_random}, smallest {args.smallest_size}: {result['subnets_within_2pts']}/{len(out)} "
+          f"within 2 points of the reference's standalone means (mean difference {diffs.mean():+.3f}); supernet {seconds} s")
     suffix = "" if args.smallest_size == "min" else f"_{args.smallest_size}"
     write_result(args.result or f"nas_recipe_n{args.n_random}{suffix}", result)
 

@@ -64,23 +64,31 @@ def precheck_finetune(runtime, p: FinetuneParams) -> None:  # noqa: ANN001
         raise HTTPException(422, detail=f"that arch does not belong to {row['space']}: {exc}") from exc
 
 
+def finetune_inputs(store, row: dict[str, Any], space, p: FinetuneParams):  # noqa: ANN001, ANN201
+    """(loaders, TrainConfig) of the finetune recipe `p` on the supernet's dataset version; the
+    search job's fine-tuned choice uses it too, so both fine-tune alike."""
+    from autonn.train import SeededShuffle, TrainConfig
+
+    loaders = loaders_from_store(store=store, dataset_id=row["dataset_id"], version=row["dataset_version"],
+                                 space=space, batch_size=p.batch_size,
+                                 train_sampler_factory=lambda n: SeededShuffle(n, seed=p.seed))
+    config = TrainConfig(epochs=p.epochs, lr=p.lr or LR_BY_TASK[space.task], seed=p.seed, batch_size=p.batch_size,
+                         optimizer=p.optimizer)
+    return loaders, config
+
+
 def finetune_job(ctx: JobContext, p: FinetuneParams) -> dict[str, Any]:
     """Fine-tune the chosen sub-network, measure it, and export ONNX + TorchScript + model card."""
     from autonn.delivery import CPU, deliver_subnet
     from autonn.latency import LatencyTable
-    from autonn.train import SeededShuffle, TrainConfig
 
     runtime = ctx.runtime
     row = ready_supernet(runtime, p.supernet_id)
     arch, searched = _arch_source(runtime, p)
     space, supernet = load_supernet(ctx.store, row)
     arch = space.validate(arch)
-    loaders = loaders_from_store(store=ctx.store, dataset_id=row["dataset_id"], version=row["dataset_version"],
-                                 space=space, batch_size=p.batch_size,
-                                 train_sampler_factory=lambda n: SeededShuffle(n, seed=p.seed))
+    loaders, config = finetune_inputs(ctx.store, row, space, p)
     ctx.progress(0.05, "fine-tuning the sub-network from the supernet")
-    config = TrainConfig(epochs=p.epochs, lr=p.lr or LR_BY_TASK[space.task], seed=p.seed, batch_size=p.batch_size,
-                         optimizer=p.optimizer)
     delivered = deliver_subnet(space=space, supernet=supernet, arch=arch, loaders=loaders, config=config,
                                device=pick_device(p.device), distill=p.distill,
                                checkpointer=JobCheckpointer(ctx, "finetune.pt"),

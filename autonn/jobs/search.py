@@ -42,8 +42,12 @@ class SearchParams(Strict):
 REFINE_EPOCHS_BY_TASK = {"classify": 0, "detect": 5}
 
 
+def _reranks(p: SearchParams) -> bool:
+    return p.mode == "budget" and p.rerank_per_size > 0
+
+
 def refine_epochs(p: SearchParams, task: str) -> int:
-    if p.mode != "budget" or not p.rerank_per_size:
+    if not _reranks(p):
         return 0
     return REFINE_EPOCHS_BY_TASK[task] if p.refine_epochs is None else p.refine_epochs
 
@@ -69,12 +73,12 @@ def _load_table(runtime, supernet: dict[str, Any], p: SearchParams):  # noqa: AN
 def precheck_search(runtime, p: SearchParams) -> None:  # noqa: ANN001
     from autonn.search import fastest_arch
 
-    if p.refine_epochs and not (p.mode == "budget" and p.rerank_per_size):
+    if p.refine_epochs and not _reranks(p):
         raise HTTPException(422, detail="refine_epochs fine-tunes the shortlist's finalists: it needs mode budget "
                                         "and rerank_per_size of at least 1")
     supernet = ready_supernet(runtime, p.supernet_id)
     _, table, space = _load_table(runtime, supernet, p)
-    if p.mode == "budget" and p.rerank_per_size:
+    if _reranks(p):
         try:
             load_version(runtime.store, supernet["dataset_id"], supernet["dataset_version"])
         except ArtifactMissing:
@@ -125,19 +129,12 @@ def _finetuned_metric(ctx: JobContext, row: dict[str, Any], space, supernet, *, 
     """archs -> their validation metric once fine-tuned from the supernet as the finetune job does
     it (its defaults, `epochs` epochs; the supernet's own sub-network where fine-tuning did not
     help, as that job hands back). Cached: a later round may shortlist the same finalists."""
-    from autonn.data import loaders_from_store
     from autonn.delivery import deliver_subnet
-    from autonn.jobs.finetune import LR_BY_TASK, FinetuneParams
-    from autonn.train import SeededShuffle, TrainConfig
+    from autonn.jobs.finetune import FinetuneParams, finetune_inputs
 
-    job = FinetuneParams.model_fields
-    batch = job["batch_size"].default
-    loaders = loaders_from_store(store=ctx.store, dataset_id=row["dataset_id"], version=row["dataset_version"],
-                                 space=space, batch_size=batch,
-                                 train_sampler_factory=lambda n: SeededShuffle(n, seed=seed))
-    config = TrainConfig(epochs=epochs, lr=LR_BY_TASK[space.task], seed=seed, batch_size=batch,
-                         optimizer=job["optimizer"].default)
-    device, done = pick_device("auto"), {}
+    recipe = FinetuneParams(supernet_id=row["id"], epochs=epochs, seed=seed)  # the finetune job's defaults
+    loaders, config = finetune_inputs(ctx.store, row, space, recipe)
+    device, done = pick_device(recipe.device), {}
 
     def metric(archs: list[dict[str, Any]]) -> list[float]:
         for i, arch in enumerate(archs):
@@ -148,7 +145,7 @@ def _finetuned_metric(ctx: JobContext, row: dict[str, Any], space, supernet, *, 
                             f"for {epochs} epochs")
                 done[space.arch_key(arch)] = deliver_subnet(space=space, supernet=supernet, arch=arch, loaders=loaders,
                                                             config=config, device=device, progress=report,
-                                                            distill=job["distill"].default).val
+                                                            distill=recipe.distill).val
         return [done[space.arch_key(a)] for a in archs]
     return metric
 
@@ -166,7 +163,7 @@ def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
     table_id, table, space = _load_table(runtime, supernet_row, p)
     predictor = AccuracyPredictor.from_bytes(ctx.store.get_bytes(supernet_row["predictor_key"]), space=space)
     verify = p.verify and p.device == HOST_DEVICE
-    rerank = p.mode == "budget" and p.rerank_per_size > 0
+    rerank = _reranks(p)
     supernet = load_supernet(ctx.store, supernet_row)[1] if verify or rerank else None
     measure = measurer(space, supernet.extract, table.threads) if verify else None
     base = {"supernet_id": p.supernet_id, "latency_table_id": table_id, "device": p.device,
