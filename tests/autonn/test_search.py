@@ -9,8 +9,9 @@ import zlib
 import numpy as np
 import pytest
 
-from autonn.search import (BudgetUnreachable, ParetoPoint, PinnedSpace, evolve, fastest_arch, hypervolume_2d, nsga2,
-                           pareto_front, random_search, search_under_budget, shortlist)
+from autonn.search import (BudgetedResult, BudgetUnreachable, MeasuredRound, ParetoPoint, PinnedSpace, _better, evolve,
+                           fastest_arch, hypervolume_2d, nsga2, pareto_front, random_search, search_under_budget,
+                           shortlist)
 from autonn.spaces.base import get_search_space
 
 SPACE = get_search_space("resnet_cls", resolutions=(24, 28, 32), base_widths=(16, 32, 64, 128), stem_width=16,
@@ -220,6 +221,41 @@ def test_refine_fine_tunes_the_best_measured_of_each_input_size():
                               latency=lambda a: np.full(len(a), 1.0), measure=None, budget_ms=2.0, device_name="host",
                               seed=0, rerank=lambda a: [0.5] * len(a), per_size=2, refine=refine, **SMALL)
     assert len(refined) == 1 and one.refined_metric is None
+
+
+def test_a_refined_pick_over_budget_gives_way_to_a_fine_tuned_finalist_that_fits():
+    budget = FASTEST + 0.5 * (SLOWEST - FASTEST)
+    measured = []
+
+    def measure(a):
+        """The device runs every 24 px network at twice the budget: the table is wrong there."""
+        measured.append(a)
+        return 2 * budget if a["resolution"] == 24 else float(latency([a])[0])
+
+    def refine(archs):
+        return [0.9 if a["resolution"] == 24 else 0.5 + 0.01 * (a["resolution"] == 32) for a in archs]
+
+    res = search_under_budget(space=SPACE, accuracy=accuracy, latency=latency, measure=measure, budget_ms=budget,
+                              device_name="host", seed=0, rerank=true_metric, per_size=2, refine=refine, **SMALL)
+    # The 24 px pick missed; the best other finalist of that round (32 px) was measured next and kept.
+    first, second = res.rounds[:2]
+    assert first.arch["resolution"] == 24 and first.measured_ms > budget and first.refined_metric == 0.9
+    assert second.arch["resolution"] == 32 and second.measured_ms <= budget and second.scale == first.scale
+    assert res.measured_ms <= budget and res.refined_metric == 0.51 and res.arch["resolution"] != 24
+    assert [SPACE.arch_key(a) for a in measured] == [SPACE.arch_key(r.arch) for r in res.rounds]
+
+
+def test_results_that_fit_are_compared_fine_tuned():
+    """A round with one input size on its shortlist fine-tunes nothing; its supernet val metric
+    must not be set against another round's fine-tuned one."""
+    arch = SPACE.smallest()
+    later = BudgetedResult(arch, 0.4, 1.0, 1.0, 2.0, "host", 1.0, [MeasuredRound(arch, 0.4, 1.0, 1.0, 1.0, 0.3)],
+                           measured_metric=0.3)
+    kept = BudgetedResult(SPACE.largest(), 0.5, 1.0, 1.0, 2.0, "host", 1.0, [], measured_metric=0.2,
+                          refined_metric=0.5)
+    assert _better(later, kept)  # on the supernet's word: 0.3 against 0.2
+    assert not _better(later, kept, refine=lambda archs: [0.4] * len(archs))  # fine-tuned: 0.4 against 0.5
+    assert later.refined_metric == 0.4 and later.rounds[0].refined_metric == 0.4
 
 
 def test_without_a_device_the_latency_predictor_is_trusted():
