@@ -52,6 +52,21 @@ def stage_progress(ctx: JobContext, start: float, end: float):  # noqa: ANN201
     return report
 
 
+class ForwardOnly:
+    """`ctx` whose progress never runs backwards: a budget search repeats its stages (shortlist,
+    checks, fine-tunes, measurement) each round, and a bar that jumps back reads as a restart."""
+
+    def __init__(self, ctx: JobContext):
+        self._ctx, self._at = ctx, 0.0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ctx, name)
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self._at = max(self._at, fraction)
+        self._ctx.progress(self._at, message)
+
+
 # --- supernets in the store ------------------------------------------------------------------------
 
 def supernet_keys(supernet_id: str) -> dict[str, str]:

@@ -9,8 +9,8 @@ from typing import Any, Literal
 from fastapi import HTTPException
 from pydantic import Field
 
-from autonn.jobs.common import (HOST_DEVICE, load_supernet, measurer, pick_device, ready_supernet, stage_progress,
-                                Strict)
+from autonn.jobs.common import (HOST_DEVICE, ForwardOnly, Strict, load_supernet, measurer, pick_device, ready_supernet,
+                                stage_progress)
 from autonn.spaces import get_search_space
 from tango.datasets import load_version
 from tango.queue import JobContext
@@ -134,14 +134,19 @@ def _finetuned_metric(ctx: JobContext, row: dict[str, Any], space, supernet, *, 
 
     recipe = FinetuneParams(supernet_id=row["id"], epochs=epochs, seed=seed)  # the finetune job's defaults
     loaders, config = finetune_inputs(ctx.store, row, space, recipe)
-    device, done = pick_device(recipe.device), {}
+    device, done, at = pick_device(recipe.device), {}, [0.4]
 
     def metric(archs: list[dict[str, Any]]) -> list[float]:
-        for i, arch in enumerate(archs):
+        todo = [a for a in archs if space.arch_key(a) not in done]
+        for i, arch in enumerate(todo):
             if space.arch_key(arch) not in done:
                 # Its own share of the progress bar, which also lets a cancel land between batches.
-                report = stage_progress(ctx, 0.4 + 0.5 * i / len(archs), 0.4 + 0.5 * (i + 1) / len(archs))
-                report(0.0, f"fine-tuning finalist {i + 1} of {len(archs)} ({space.input_size(arch)} px) "
+                # Later rounds may fine-tune more, so each takes a share of what is left below 0.9
+                # and leaves some: the bar never runs backwards.
+                start = at[0]
+                at[0] += (0.9 - start) / (len(todo) - i + 1)
+                report = stage_progress(ctx, start, at[0])
+                report(0.0, f"fine-tuning finalist {i + 1} of {len(todo)} ({space.input_size(arch)} px) "
                             f"for {epochs} epochs")
                 done[space.arch_key(arch)] = deliver_subnet(space=space, supernet=supernet, arch=arch, loaders=loaders,
                                                             config=config, device=device, progress=report,
@@ -183,6 +188,7 @@ def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
                          f"predictor_archs for a finer front"} if len(front) < p.n_points else {}
         return {**base, "mode": "front", "front": front, **short, "seconds": round(time.monotonic() - started, 2)}
     epochs = refine_epochs(p, space.task)
+    ctx = ForwardOnly(ctx)
     res = search_under_budget(space=space, accuracy=predictor.predict, latency=table, measure=measure,
                               budget_ms=p.budget_ms, device_name=p.device, seed=p.seed, population=p.population,
                               generations=p.generations, per_size=p.rerank_per_size,

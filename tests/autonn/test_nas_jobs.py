@@ -225,3 +225,23 @@ def test_the_sandwich_size_rule_is_part_of_the_recipe_only_when_it_is_not_the_ol
     assert "smallest_size" not in lowest and drawn == {**lowest, "smallest_size": "random"}
     with pytest.raises(ValueError):
         TrainSupernetParams(**base, smallest_size="max")
+
+
+def test_a_budget_search_s_progress_never_runs_backwards():
+    """Each round checks and fine-tunes again at the same stage of the bar; the job shows the
+    furthest point reached, with the current stage's message."""
+    from autonn.jobs.common import ForwardOnly
+
+    seen = []
+
+    class Ctx:
+        job_id = "j1"
+
+        def progress(self, fraction: float, message: str = "") -> None:
+            seen.append((fraction, message))
+
+    ctx = ForwardOnly(Ctx())
+    for fraction, message in [(0.3, "checking"), (0.6, "fine-tuning"), (0.3, "checking again"), (0.9, "measuring")]:
+        ctx.progress(fraction, message)
+    assert seen == [(0.3, "checking"), (0.6, "fine-tuning"), (0.6, "checking again"), (0.9, "measuring")]
+    assert ctx.job_id == "j1"
