@@ -134,23 +134,21 @@ def _finetuned_metric(ctx: JobContext, row: dict[str, Any], space, supernet, *, 
 
     recipe = FinetuneParams(supernet_id=row["id"], epochs=epochs, seed=seed)  # the finetune job's defaults
     loaders, config = finetune_inputs(ctx.store, row, space, recipe)
-    device, done, at = pick_device(recipe.device), {}, [0.4]
+    device, done, at = pick_device(recipe.device), {}, 0.4
 
     def metric(archs: list[dict[str, Any]]) -> list[float]:
-        todo = [a for a in archs if space.arch_key(a) not in done]
-        for i, arch in enumerate(todo):
-            if space.arch_key(arch) not in done:
-                # Its own share of the progress bar, which also lets a cancel land between batches.
-                # Later rounds may fine-tune more, so each takes a share of what is left below 0.9
-                # and leaves some: the bar never runs backwards.
-                start = at[0]
-                at[0] += (0.9 - start) / (len(todo) - i + 1)
-                report = stage_progress(ctx, start, at[0])
-                report(0.0, f"fine-tuning finalist {i + 1} of {len(todo)} ({space.input_size(arch)} px) "
-                            f"for {epochs} epochs")
-                done[space.arch_key(arch)] = deliver_subnet(space=space, supernet=supernet, arch=arch, loaders=loaders,
-                                                            config=config, device=device, progress=report,
-                                                            distill=recipe.distill).val
+        nonlocal at
+        todo = {space.arch_key(a): a for a in archs if space.arch_key(a) not in done}
+        for i, (key, arch) in enumerate(todo.items()):
+            # Its own share of the progress bar, which also lets a cancel land between batches.
+            # Later rounds may fine-tune more, so each takes a share of what is left below 0.9
+            # and leaves some: the bar never runs backwards.
+            start, at = at, at + (0.9 - at) / (len(todo) - i + 1)
+            report = stage_progress(ctx, start, at)
+            report(0.0, f"fine-tuning finalist {i + 1} of {len(todo)} ({space.input_size(arch)} px) "
+                        f"for {epochs} epochs")
+            done[key] = deliver_subnet(space=space, supernet=supernet, arch=arch, loaders=loaders, config=config,
+                                       device=device, progress=report, distill=recipe.distill).val
         return [done[space.arch_key(a)] for a in archs]
     return metric
 
