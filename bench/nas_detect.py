@@ -9,7 +9,8 @@ on the supernet's val split as the search job does, then measured on this CPU) f
 sub-network under each family member's measured latency times each of `--budget-factors`: what a
 user with that member's budget (or a tighter one) gets. Each budget is searched two ways, side by
 side: choosing on the supernet's val split, and (the search job's detection default) fine-tuning
-the best of each input size `--refine-epochs` epochs and choosing on their val mAP. Every network,
+the best of each input size `--refine-epochs` epochs and choosing on their val mAP; and that default
+again with one latency measurement per pick (`finetune_once`: no near-budget repeats). Every network,
 family and searched, is then made two ways: as Tango delivers it (weights from the supernet, the
 finetune job's defaults) and trained alone from scratch (same epochs, optimizer, data); then
 measured: mAP50-95 on the test split (15 % of `--images` plus `--test-images` more), and ONNX
@@ -107,6 +108,8 @@ def main() -> None:
     ap.add_argument("--smallest-size", choices=["min", "random"], default=DETECT["smallest_size"],
                     help="the smallest sub-network's input size in the sandwich (the job's detection default)")
     ap.add_argument("--load", help="a folder with a supernet.pt (from --save or bench/sandwich.py) instead of training")
+    ap.add_argument("--once", action=argparse.BooleanOptionalAction, default=True,
+                    help="also search choosing fine-tuned with one measurement per pick (no near-budget repeats)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--save", help="a folder to keep the trained supernet and the predictor's pairs in")
     ap.add_argument("--result", default="nas_detect", help="bench/results/<name>.json")
@@ -195,18 +198,24 @@ def main() -> None:
     def refine(archs: list[dict]) -> list[float]:
         return [delivered(a, args.refine_epochs).val for a in archs]
 
-    choices = {"supernet": None, **({"finetune": refine} if args.refine_epochs and args.per_size else {})}
+    # Each choice: (refine, near-budget repeats). "finetune_once" is the default without the
+    # repeated near-budget measurements, side by side with it (`--no-once` leaves it out).
+    repeats = SearchParams.model_fields["near_budget_repeats"].default
+    tuned_choices = {"finetune_once": (refine, 0), "finetune": (refine, repeats)} if args.once else \
+        {"finetune": (refine, repeats)}
+    choices = {"supernet": (None, repeats), **(tuned_choices if args.refine_epochs and args.per_size else {})}
     picks: dict[str, dict] = {}
     budgets = []
     for name, ms in fam_ms.items():
         for factor in factors:
-            for choice, refined in choices.items():
+            for choice, (refined, near_repeats) in choices.items():
                 t = time.perf_counter()
                 try:
                     res = search_under_budget(space=space, accuracy=predictor.predict, latency=table,
                                               measure=lambda a: measured_ms(space, supernet, [a], 1)[0],
                                               budget_ms=factor * ms, device_name="host", seed=args.seed,
-                                              rerank=rerank, per_size=args.per_size, refine=refined)
+                                              rerank=rerank, per_size=args.per_size, refine=refined,
+                                              repeats=near_repeats)
                 except BudgetUnreachable as exc:
                     budgets.append({"member": name, "factor": factor, "budget_ms": factor * ms, "choice": choice,
                                     "refused": str(exc)})
@@ -224,6 +233,7 @@ def main() -> None:
                                 "predicted_ms": res.predicted_ms, "measured_ms": res.measured_ms,
                                 "rounds": [{"resolution": space.input_size(r.arch), "scale": r.scale,
                                             "predicted_ms": r.predicted_ms, "measured_ms": r.measured_ms,
+                                            "timings_ms": r.timings_ms,
                                             "supernet_val_map": r.measured_metric,
                                             "finetuned_val_map": r.refined_metric} for r in res.rounds],
                                 "shortlist": [{"resolution": space.input_size(c.arch),
@@ -235,7 +245,8 @@ def main() -> None:
                       f"{res.predicted_metric:.3f} (supernet val {supernet_map:.3f}, fine-tuned val {fine:.3f}), "
                       f"{res.measured_ms:.2f} ms measured, {space.input_size(res.arch)} px, {seconds} s", flush=True)
     result.update(family_measured_ms_before_training=fam_ms, budget_factors=factors, budgets=budgets,
-                  refine_epochs=args.refine_epochs, choices=list(choices))
+                  refine_epochs=args.refine_epochs, choices=list(choices),
+                  near_budget_repeats={c: r for c, (_, r) in choices.items()})
 
     def train_alone(arch: dict) -> dict:
         model = space.build_supernet(num_classes=nc).extract(arch).train()

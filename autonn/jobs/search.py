@@ -34,6 +34,9 @@ class SearchParams(Strict):
         "mode budget, with rerank_per_size: fine-tune the best measured sub-network of each input size this many "
         "epochs (the finetune job's recipe) and keep the best on the validation split; 0 keeps the best measured "
         "on the supernet; default by task (REFINE_EPOCHS_BY_TASK)"))
+    near_budget_repeats: int = Field(2, ge=0, le=10, description=(
+        "mode budget: a measurement within 5 % of the budget (either side) is taken this many more times and "
+        "the median decides, so one moment's drift neither keeps nor discards a sub-network"))
     seed: int = 0
 
 
@@ -189,7 +192,7 @@ def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
     ctx = ForwardOnly(ctx)
     res = search_under_budget(space=space, accuracy=predictor.predict, latency=table, measure=measure,
                               budget_ms=p.budget_ms, device_name=p.device, seed=p.seed, population=p.population,
-                              generations=p.generations, per_size=p.rerank_per_size,
+                              generations=p.generations, per_size=p.rerank_per_size, repeats=p.near_budget_repeats,
                               rerank=_supernet_metric(ctx, supernet_row, space, supernet) if rerank else None,
                               refine=_finetuned_metric(ctx, supernet_row, space, supernet, epochs=epochs, seed=p.seed)
                               if epochs else None)
@@ -203,6 +206,7 @@ def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
             "fallback": res.fallback,
             "rounds": [{"arch": r.arch, "predicted_metric": float(r.predicted_metric), "predicted_ms": float(r.predicted_ms),
                         "latency_scale": float(r.scale), "measured_ms": optional(r.measured_ms),
+                        "timings_ms": [float(t) for t in r.timings_ms],
                         "supernet_metric": optional(r.measured_metric),
                         "finetuned_metric": optional(r.refined_metric)} for r in res.rounds],
             "shortlist": [{"arch": c.arch, "predicted_metric": float(c.predicted_metric),

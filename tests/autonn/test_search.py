@@ -9,7 +9,8 @@ import zlib
 import numpy as np
 import pytest
 
-from autonn.search import (BudgetedResult, BudgetUnreachable, MeasuredRound, ParetoPoint, PinnedSpace, _better, evolve,
+from autonn.search import (BudgetedResult, BudgetUnreachable, MeasuredRound, ParetoPoint, PinnedSpace, _better, _timed,
+                           evolve,
                            fastest_arch, hypervolume_2d, nsga2, pareto_front, random_search, search_under_budget,
                            shortlist)
 from autonn.spaces.base import get_search_space
@@ -94,7 +95,8 @@ def test_measure_and_retry_never_returns_over_budget():
     assert len(res.rounds) > 1 and res.rounds[0].measured_ms > budget
     assert res.latency_scale == pytest.approx(1.2)
     assert [r.scale for r in res.rounds] == sorted(r.scale for r in res.rounds)
-    assert len(calls) == len(res.rounds)
+    assert len(calls) == sum(len(r.timings_ms) for r in res.rounds)
+    assert all(r.measured_ms == pytest.approx(np.median(r.timings_ms)) for r in res.rounds)
 
 
 def test_a_faster_device_than_the_table_gets_its_slack_used():
@@ -126,6 +128,34 @@ def test_measure_and_retry_gives_up_with_the_measured_fastest():
     print(err.value)
     assert err.value.measured and err.value.fastest_ms == pytest.approx(1.2 * fastest)
     assert "measured takes" in str(err.value)
+
+
+def test_a_reading_near_the_budget_is_taken_again_and_the_median_decides():
+    budget = FASTEST + 0.4 * (SLOWEST - FASTEST)
+    readings: dict[str, int] = {}
+
+    def drifting(arch):
+        """Each network's first reading is a spike 3 % over the budget; the later ones are 2 % under."""
+        key = SPACE.arch_key(arch)
+        readings[key] = readings.get(key, 0) + 1
+        return budget * (1.03 if readings[key] == 1 else 0.98)
+
+    res = search_under_budget(space=SPACE, accuracy=accuracy, latency=latency, measure=drifting, budget_ms=budget,
+                              device_name="host", seed=0, **SMALL)
+    assert len(res.rounds) == 1 and res.rounds[0].timings_ms == pytest.approx([1.03 * budget, 0.98 * budget] + [0.98 * budget])
+    assert res.measured_ms == pytest.approx(0.98 * budget) and not res.fallback
+    # One reading per network: every pick is discarded on its spike, the fastest one too.
+    readings.clear()
+    with pytest.raises(BudgetUnreachable):
+        search_under_budget(space=SPACE, accuracy=accuracy, latency=latency, measure=drifting, budget_ms=budget,
+                            device_name="host", seed=0, repeats=0, **SMALL)
+
+
+def test_only_readings_near_the_budget_are_repeated():
+    for reading, n in ((1.2, 1), (1.04, 3), (0.96, 3), (0.9, 1)):
+        calls = []
+        times = _timed(lambda a, calls=calls, reading=reading: calls.append(a) or reading, SPACE.smallest(), budget_ms=1.0, near=0.05, repeats=2)
+        assert times == [reading] * n and len(calls) == n
 
 
 def over_rated_low_res(archs):
