@@ -280,6 +280,7 @@ class BudgetedResult:
     measured_metric: float | None = None  # on the supernet (with `rerank`)
     candidates: list[Candidate] = field(default_factory=list)  # the last round's shortlist (with `rerank`)
     refined_metric: float | None = None  # fine-tuned (with `refine`)
+    own_round: MeasuredRound | None = None  # its entry in `rounds`
 
 
 def _better(a: BudgetedResult, b: BudgetedResult | None,
@@ -294,9 +295,8 @@ def _better(a: BudgetedResult, b: BudgetedResult | None,
         for res in (a, b):
             if res.refined_metric is None and res.measured_metric is not None:
                 res.refined_metric = float(refine([res.arch])[0])
-                for r in res.rounds:
-                    if r.arch is res.arch:
-                        r.refined_metric = res.refined_metric
+                if res.own_round is not None:
+                    res.own_round.refined_metric = res.refined_metric
     for key in ("refined_metric", "measured_metric"):
         if getattr(a, key) is not None and getattr(b, key) is not None:
             return getattr(a, key) > getattr(b, key)
@@ -396,7 +396,7 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
                                         c.measured_metric, c.refined_metric, times))
             return BudgetedResult(c.arch, c.predicted_metric, c.predicted_ms / factor, measured, budget_ms,
                                   device_name, factor, rounds, measured_metric=c.measured_metric,
-                                  candidates=candidates, refined_metric=c.refined_metric)
+                                  candidates=candidates, refined_metric=c.refined_metric, own_round=rounds[-1])
 
         raw = pick.predicted_ms / factor
         found = found_with(pick)
@@ -434,6 +434,6 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
     rounds.append(MeasuredRound(arch, metric, raw, scale, shown, measured_metric, timings_ms=times))
     if measured <= budget_ms:
         return BudgetedResult(arch, metric, raw, shown, budget_ms, device_name, scale, rounds, fallback=True,
-                              measured_metric=measured_metric)
+                              measured_metric=measured_metric, own_round=rounds[-1])
     raise BudgetUnreachable(budget_ms=budget_ms, fastest_ms=measured, device_name=device_name,
                             measured=measure is not None)

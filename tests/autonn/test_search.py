@@ -279,8 +279,8 @@ def test_results_that_fit_are_compared_fine_tuned():
     """A round with one input size on its shortlist fine-tunes nothing; its supernet val metric
     must not be set against another round's fine-tuned one."""
     arch = SPACE.smallest()
-    later = BudgetedResult(arch, 0.4, 1.0, 1.0, 2.0, "host", 1.0, [MeasuredRound(arch, 0.4, 1.0, 1.0, 1.0, 0.3)],
-                           measured_metric=0.3)
+    own = MeasuredRound(arch, 0.4, 1.0, 1.0, 1.0, 0.3)
+    later = BudgetedResult(arch, 0.4, 1.0, 1.0, 2.0, "host", 1.0, [own], measured_metric=0.3, own_round=own)
     kept = BudgetedResult(SPACE.largest(), 0.5, 1.0, 1.0, 2.0, "host", 1.0, [], measured_metric=0.2,
                           refined_metric=0.5)
     assert _better(later, kept)  # on the supernet's word: 0.3 against 0.2
