@@ -79,6 +79,11 @@ def test_train_search_finetune_export(stack):
                                              "population": 24})
     assert search["verified"] and search["measured_ms"] <= budget
     assert search["predicted_ms"] > 0 and search["rounds"]
+    # Every reading is kept; one within 5 % of the budget is taken near_budget_repeats (2) more times.
+    for r in search["rounds"]:
+        near = abs(r["timings_ms"][0] - budget) <= 0.05 * budget
+        assert len(r["timings_ms"]) == (3 if near else 1)
+        assert r["measured_ms"] == pytest.approx(float(np.median(r["timings_ms"])))
     # The default re-ranks a shortlist per input size on the supernet: the pick measured best.
     shortlisted = {get_search_space("resnet_cls", **TINY_RESNET).input_size(c["arch"]) for c in search["shortlist"]}
     assert len(shortlisted) > 1 and all(0 <= c["supernet_metric"] <= 1 for c in search["shortlist"])
