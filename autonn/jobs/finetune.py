@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 from typing import Any, Literal
 
 from fastapi import HTTPException
@@ -106,7 +107,11 @@ def finetune_job(ctx: JobContext, p: FinetuneParams) -> dict[str, Any]:
         latency.update(predicted_ms=float(table.predict(arch)), noise_floor=table.noise_floor, runtime=table.runtime,
                        threads=table.threads, latency_table_id=table_row["id"], device=table.device)
         if table.device == HOST_DEVICE:
-            latency["measured_ms"] = measurer(space, lambda _arch: model, table.threads)(arch)
+            # Three readings, the median kept: one reading of the demo's model ran 8 % over the
+            # search's three (0.475 against 0.438 ms) and the report said the budget was missed.
+            measure = measurer(space, lambda _arch: model, table.threads)
+            timings = [measure(arch) for _ in range(3)]
+            latency.update(measured_ms=float(statistics.median(timings)), timings_ms=timings)
     ctx.progress(0.9, "exporting")
     metric_name = "top1" if space.task == "classify" else "mAP50-95"
     card = {"model_id": ctx.job_id, "arch": arch, "space": space.name, "space_options": space.options,

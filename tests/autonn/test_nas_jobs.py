@@ -104,6 +104,8 @@ def test_train_search_finetune_export(stack):
     # Fine-tuning never ships a model worse on validation than the supernet's own sub-network.
     assert card["metric"]["val"] >= card["metric"]["val_before_finetune"]
     assert card["latency"]["budget_ms"] == budget and card["latency"]["measured_ms"] > 0
+    assert len(card["latency"]["timings_ms"]) == 3  # the card's figure is the median of three readings
+    assert card["latency"]["measured_ms"] == pytest.approx(float(np.median(card["latency"]["timings_ms"])))
     assert card["latency"]["predicted_ms"] > 0 and card["onnx"]["opset"] == 17
     assert card["onnx"]["max_abs_diff_vs_torch"] < 1e-4
 

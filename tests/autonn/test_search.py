@@ -10,9 +10,8 @@ import numpy as np
 import pytest
 
 from autonn.search import (BudgetedResult, BudgetUnreachable, MeasuredRound, ParetoPoint, PinnedSpace, _better, _timed,
-                           evolve,
-                           fastest_arch, hypervolume_2d, nsga2, pareto_front, random_search, search_under_budget,
-                           shortlist)
+                           evolve, fastest_arch, hypervolume_2d, nsga2, pareto_front, random_search,
+                           search_under_budget, shortlist)
 from autonn.spaces.base import get_search_space
 
 SPACE = get_search_space("resnet_cls", resolutions=(24, 28, 32), base_widths=(16, 32, 64, 128), stem_width=16,
