@@ -216,8 +216,8 @@ def main() -> None:
     for name, arch in members.items():
         # The budget is the member as the search measures it, just before its searches: its timing
         # in the group above ran 13-21 % under the family's final timing on the Intel host
-        # (nas_detect_r128*.json, 0-9 % on AMD), while the picks' search-time readings matched
-        # their final ones; so the member itself did not fit its own 1.0 budget.
+        # (nas_detect_r128*.json, 0-9 % on AMD), while the picks' search-time readings were 0.95-1.06
+        # of their final ones (seed 0); so the member itself did not fit its own 1.0 budget.
         ms = budget_base[name] = float(np.median([device_ms(arch) for _ in range(3)]))
         for factor in factors:
             for choice, (refined, near_repeats) in choices.items():
