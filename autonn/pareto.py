@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -42,6 +42,7 @@ class ParetoPoint:
     arch: Arch
     metric: float
     ms: float
+    predicted_metric: float | None = None  # set where `metric` was measured (rerank_front)
 
 
 @dataclass
@@ -49,6 +50,7 @@ class FrontResult:
     front: list[ParetoPoint]  # every non-dominated arch evaluated, sorted by ms
     queries: int
     seconds: float
+    archive: list[ParetoPoint] = field(default_factory=list, repr=False)  # every arch evaluated
 
 
 @dataclass
@@ -57,6 +59,7 @@ class RandomSearchResult:
     best: ParetoPoint | None  # the best metric within budget_ms, when one was given
     queries: int
     seconds: float
+    archive: list[ParetoPoint] = field(default_factory=list, repr=False)
 
 
 def non_dominated(points: Iterable[ParetoPoint]) -> list[ParetoPoint]:
@@ -158,7 +161,8 @@ def nsga2(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, popula
         crowd = _crowding(metric, ms, ranks)
         order = np.lexsort((-crowd, ranks))[:population]
         pop = [merged[i] for i in order]
-    return FrontResult(front=non_dominated(archive.values()), queries=lat.n, seconds=time.perf_counter() - start)
+    return FrontResult(front=non_dominated(archive.values()), queries=lat.n, seconds=time.perf_counter() - start,
+                       archive=list(archive.values()))
 
 
 def spread_points(front: Sequence[ParetoPoint], n_points: int) -> list[ParetoPoint]:
@@ -174,12 +178,46 @@ def spread_points(front: Sequence[ParetoPoint], n_points: int) -> list[ParetoPoi
     return [front[i] for i in sorted(chosen)]
 
 
+def near_front(points: Iterable[ParetoPoint], n: int) -> list[ParetoPoint]:
+    """`n` points (fewer where there are fewer) nearest the front: non-dominated layers peeled one
+    after another, the last one thinned evenly across its latency range."""
+    rest = {hashable_arch(p.arch): p for p in points}
+    out: list[ParetoPoint] = []
+    while rest and len(out) < n:
+        layer = non_dominated(rest.values())
+        for p in layer:
+            del rest[hashable_arch(p.arch)]
+        out += layer if len(out) + len(layer) <= n else spread_points(layer, n - len(out))
+    return out
+
+
+def rerank_front(*, candidates: Iterable[ParetoPoint], metric: Callable[[list[Arch]], Sequence[float]],
+                 n_eval: int, n_points: int) -> list[ParetoPoint]:
+    """The front drawn again from measured metrics: the `n_eval` candidates nearest the predicted
+    front are measured with `metric` (the supernet on the validation split) and `n_points` of their
+    non-dominated set (measured metric, predicted ms) come back, spread across its latency range,
+    each keeping its `predicted_metric`. A search pushes to where the accuracy predictor
+    over-rates, so a front of predicted values flatters its own points; a dense pool near the
+    front is what the search has over random sampling, and measuring it is what tells them apart."""
+    pool = near_front(candidates, n_eval)
+    measured = metric([p.arch for p in pool])
+    points = [ParetoPoint(p.arch, float(m), p.ms, predicted_metric=p.metric)
+              for p, m in zip(pool, measured, strict=True)]
+    return spread_points(non_dominated(points), n_points)
+
+
 def pareto_front(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, n_points: int = 10,
-                 population: int = 100, generations: int = 100, seed: int = 0, **nsga_kwargs: Any) -> list[ParetoPoint]:
-    """`n_points` non-dominated (arch, metric, ms) points spread across the latency range, by ms."""
+                 population: int = 100, generations: int = 100, seed: int = 0,
+                 rerank: Callable[[list[Arch]], Sequence[float]] | None = None, candidates: int = 0,
+                 **nsga_kwargs: Any) -> list[ParetoPoint]:
+    """`n_points` non-dominated (arch, metric, ms) points spread across the latency range, by ms.
+    With `rerank` (archs -> measured metric) and `candidates`: the front of `candidates` measured
+    near-front archs instead (`rerank_front`)."""
     result = nsga2(space=space, accuracy=accuracy, latency=latency, population=population,
                    generations=generations, seed=seed, min_front=n_points, **nsga_kwargs)
-    return spread_points(result.front, n_points)
+    if rerank is None or candidates <= 0:
+        return spread_points(result.front, n_points)
+    return rerank_front(candidates=result.archive, metric=rerank, n_eval=candidates, n_points=n_points)
 
 
 def random_search(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, queries: int, seed: int = 0,
@@ -200,4 +238,4 @@ def random_search(*, space: SearchSpace, accuracy: Predictor, latency: Predictor
         points += [ParetoPoint(a, float(m), float(ms)) for a, m, ms in zip(chunk, acc(chunk), lat(chunk), strict=True)]
     fits = [p for p in points if budget_ms is not None and p.ms <= budget_ms]
     return RandomSearchResult(front=non_dominated(points), best=max(fits, key=lambda p: p.metric, default=None),
-                              queries=lat.n, seconds=time.perf_counter() - start)
+                              queries=lat.n, seconds=time.perf_counter() - start, archive=points)

@@ -24,6 +24,10 @@ class SearchParams(Strict):
     device: str = HOST_DEVICE
     latency_table_id: str | None = Field(None, description="default: the newest table for this space and device")
     n_points: int = Field(10, ge=2, le=100, description="points on the Pareto front (mode front)")
+    front_candidates: int | None = Field(None, ge=0, le=1000, description=(
+        "mode front: measure this many sub-networks nearest the predicted front on the supernet (the dataset's "
+        "validation split) and draw the front from their measured metric; 0 trusts the accuracy predictor; "
+        "default 3 x n_points"))
     verify: bool = Field(True, description="measure chosen sub-networks on the device (the host only)")
     population: int = Field(100, ge=8, le=2000)
     generations: int = Field(60, ge=1, le=5000)
@@ -47,6 +51,12 @@ REFINE_EPOCHS_BY_TASK = {"classify": 0, "detect": 5}
 
 def _reranks(p: SearchParams) -> bool:
     return p.mode == "budget" and p.rerank_per_size > 0
+
+
+def front_candidates(p: SearchParams) -> int:
+    if p.mode != "front":
+        return 0
+    return 3 * p.n_points if p.front_candidates is None else p.front_candidates
 
 
 def refine_epochs(p: SearchParams, task: str) -> int:
@@ -79,9 +89,13 @@ def precheck_search(runtime, p: SearchParams) -> None:  # noqa: ANN001
     if p.refine_epochs and not _reranks(p):
         raise HTTPException(422, detail="refine_epochs fine-tunes the shortlist's finalists: it needs mode budget "
                                         "and rerank_per_size of at least 1")
+    if 0 < front_candidates(p) < p.n_points:
+        raise HTTPException(422, detail=f"front_candidates ({p.front_candidates}) must be 0 (trust the accuracy "
+                                        f"predictor) or at least n_points ({p.n_points}): the front is drawn from "
+                                        f"the measured candidates")
     supernet = ready_supernet(runtime, p.supernet_id)
     _, table, space = _load_table(runtime, supernet, p)
-    if _reranks(p):
+    if _reranks(p) or front_candidates(p):
         try:
             load_version(runtime.store, supernet["dataset_id"], supernet["dataset_version"])
         except ArtifactMissing:
@@ -101,7 +115,8 @@ def _gone(row: dict[str, Any]) -> str:
             f"trained on, is gone from the store; search with rerank_per_size 0 to trust the accuracy predictor alone")
 
 
-def _supernet_metric(ctx: JobContext, row: dict[str, Any], space, supernet):  # noqa: ANN001, ANN202
+def _supernet_metric(ctx: JobContext, row: dict[str, Any], space, supernet,  # noqa: ANN001, ANN202
+                     what: str = "shortlisted sub-networks"):
     """archs -> their metric on the supernet's validation split, BN recalibrated per arch (the
     accuracy predictor's own ground truth), from the dataset version the supernet was trained on."""
     import torch
@@ -119,8 +134,7 @@ def _supernet_metric(ctx: JobContext, row: dict[str, Any], space, supernet):  # 
     def metric(archs: list[dict[str, Any]]) -> list[float]:
         nonlocal checked
         checked += len(archs)
-        ctx.progress(0.3, f"checking {len(archs)} shortlisted sub-networks on the validation split "
-                          f"({checked} so far)")
+        ctx.progress(0.3, f"checking {len(archs)} {what} on the validation split ({checked} so far)")
         pairs = measure_archs(space=space, supernet=supernet, archs=archs, calib_loader=loaders.calib,
                               val_loader=loaders.val, device=torch.device("cpu"))
         return [m for _, m in pairs]
@@ -169,25 +183,34 @@ def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
     table_id, table, space = _load_table(runtime, supernet_row, p)
     predictor = AccuracyPredictor.from_bytes(ctx.store.get_bytes(supernet_row["predictor_key"]), space=space)
     verify = p.verify and p.device == HOST_DEVICE
-    rerank = _reranks(p)
-    supernet = load_supernet(ctx.store, supernet_row)[1] if verify or rerank else None
+    rerank, candidates = _reranks(p), front_candidates(p)
+    supernet = load_supernet(ctx.store, supernet_row)[1] if verify or rerank or candidates else None
     measure = measurer(space, supernet.extract, table.threads) if verify else None
     base = {"supernet_id": p.supernet_id, "latency_table_id": table_id, "device": p.device,
             "noise_floor": table.noise_floor, "space": space.name}
     started = time.monotonic()
     ctx.progress(0.05, "searching")
     if p.mode == "front":
+        measured = (_supernet_metric(ForwardOnly(ctx), supernet_row, space, supernet, "sub-networks near the front")
+                    if candidates else None)
         points = pareto_front(space=space, accuracy=predictor.predict, latency=table, n_points=p.n_points,
-                              population=p.population, generations=p.generations, seed=p.seed)
+                              population=p.population, generations=p.generations, seed=p.seed, rerank=measured,
+                              candidates=candidates)
         front = []
         for i, pt in enumerate(points):
-            front.append({"arch": pt.arch, "predicted_metric": float(pt.metric), "predicted_ms": float(pt.ms),
+            reranked = pt.predicted_metric is not None
+            front.append({"arch": pt.arch, "predicted_metric": float(pt.predicted_metric if reranked else pt.metric),
+                          "supernet_metric": float(pt.metric) if reranked else None, "predicted_ms": float(pt.ms),
                           "measured_ms": measure(pt.arch) if measure else None})
             ctx.progress(0.3 + 0.7 * (i + 1) / len(points), f"measured {i + 1}/{len(points)} front points")
-        short = {"note": f"only {len(front)} of the {p.n_points} points asked for: the accuracy predictor tells "
-                         f"apart no more trade-offs in this space; train the supernet with a larger "
-                         f"predictor_archs for a finer front"} if len(front) < p.n_points else {}
-        return {**base, "mode": "front", "front": front, **short, "seconds": round(time.monotonic() - started, 2)}
+        why = (f"measured on the validation split, the other of the {candidates} candidates are dominated (as "
+               f"accurate or less, and slower); raise front_candidates, or use a larger validation split"
+               if candidates else "the accuracy predictor tells apart no more trade-offs in this space; train the "
+                                  "supernet with a larger predictor_archs for a finer front")
+        short = ({"note": f"only {len(front)} of the {p.n_points} points asked for: {why}"}
+                 if len(front) < p.n_points else {})
+        return {**base, "mode": "front", "front": front, "front_candidates": candidates, **short,
+                "seconds": round(time.monotonic() - started, 2)}
     epochs = refine_epochs(p, space.task)
     ctx = ForwardOnly(ctx)
     res = search_under_budget(space=space, accuracy=predictor.predict, latency=table, measure=measure,

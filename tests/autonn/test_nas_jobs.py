@@ -90,10 +90,22 @@ def test_train_search_finetune_export(stack):
     assert search["supernet_metric"] == max(c["supernet_metric"] for c in search["shortlist"])
     assert search["refine_epochs"] == 0 and search["finetuned_metric"] is None  # classification: the supernet decides
 
+    predicted = run(runtime, client, "search", {"supernet_id": supernet_id, "mode": "front", "n_points": 10,
+                                                "generations": 10, "population": 40, "verify": False,
+                                                "front_candidates": 0})
+    ms = [p["predicted_ms"] for p in predicted["front"]]
+    assert len(ms) >= 10 and ms == sorted(ms) and all(p["supernet_metric"] is None for p in predicted["front"])
+    # By default the front is drawn from 30 candidates measured on the supernet: non-dominated on
+    # the measured metric, each point keeping its predicted one. This tiny validation split tells
+    # apart few of them, and the reply says so.
     front = run(runtime, client, "search", {"supernet_id": supernet_id, "mode": "front", "n_points": 10,
                                             "generations": 10, "population": 40, "verify": False})
-    ms = [p["predicted_ms"] for p in front["front"]]
-    assert len(ms) >= 10 and ms == sorted(ms)
+    assert front["front_candidates"] == 30
+    measured, ms = [p["supernet_metric"] for p in front["front"]], [p["predicted_ms"] for p in front["front"]]
+    assert len(measured) >= 2 and ms == sorted(ms)
+    assert all(0 <= m <= 1 for m in measured) and all(0 <= p["predicted_metric"] <= 1 for p in front["front"])
+    assert measured == sorted(measured) and len(set(measured)) == len(measured)
+    assert len(measured) == 10 or f"only {len(measured)} of the 10 points" in front["note"]
 
     search_id = client.get("/jobs?kind=search&state=succeeded").json()["items"][-1]["id"]
     model = run(runtime, client, "finetune", {"supernet_id": supernet_id, "search_job_id": search_id, "epochs": 1,
@@ -206,6 +218,9 @@ def test_search_refines_detection_by_default_and_refuses_refining_without_a_shor
                                                                    "rerank_per_size": 0, "refine_epochs": 3}})
     assert resp.status_code == 422 and resp.headers["content-type"] == "application/problem+json"
     assert "needs mode budget and rerank_per_size of at least 1" in resp.json()["detail"]
+    resp = client.post("/jobs", json={"kind": "search", "params": {"supernet_id": "any", "mode": "front",
+                                                                   "n_points": 10, "front_candidates": 5}})
+    assert resp.status_code == 422 and "at least n_points (10)" in resp.json()["detail"]
 
 
 @pytest.mark.parametrize(("task", "n_random"), [("classify", 3), ("detect", 2)])

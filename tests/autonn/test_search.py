@@ -9,9 +9,24 @@ import zlib
 import numpy as np
 import pytest
 
-from autonn.search import (BudgetedResult, BudgetUnreachable, MeasuredRound, ParetoPoint, PinnedSpace, _better, _timed,
-                           evolve, fastest_arch, hypervolume_2d, nsga2, pareto_front, random_search,
-                           search_under_budget, shortlist)
+from autonn.pareto import near_front
+from autonn.search import (
+    BudgetedResult,
+    BudgetUnreachable,
+    MeasuredRound,
+    ParetoPoint,
+    PinnedSpace,
+    _better,
+    _timed,
+    evolve,
+    fastest_arch,
+    hypervolume_2d,
+    nsga2,
+    pareto_front,
+    random_search,
+    search_under_budget,
+    shortlist,
+)
 from autonn.spaces.base import get_search_space
 
 SPACE = get_search_space("resnet_cls", resolutions=(24, 28, 32), base_widths=(16, 32, 64, 128), stem_width=16,
@@ -320,6 +335,39 @@ def test_a_short_run_keeps_evolving_until_the_front_is_full():
     points = pareto_front(space=SPACE, accuracy=accuracy, latency=latency, n_points=12, population=10,
                           generations=2, seed=0)
     assert len(points) == 12
+
+
+def test_near_front_peels_whole_layers_and_thins_the_last():
+    pts = [ParetoPoint({"i": i}, m, ms) for i, (m, ms) in enumerate(
+        [(0.9, 1.0), (0.8, 0.5), (0.85, 1.2), (0.7, 0.6), (0.6, 0.7), (0.75, 1.5), (0.5, 2.0), (0.4, 0.4)])]
+    first = {0, 1, 7}  # non-dominated: (0.4, 0.4), (0.8, 0.5), (0.9, 1.0)
+    assert {p.arch["i"] for p in near_front(pts, 3)} == first
+    four = {p.arch["i"] for p in near_front(pts, 4)}
+    assert first < four and len(four) == 4  # plus one of the second layer: (0.7, 0.6), (0.85, 1.2)
+    assert len(near_front(pts, 100)) == len(pts)
+
+
+def test_a_reranked_front_is_drawn_from_the_measured_metric():
+    # The "measured" metric: the predictor's, with a deterministic error of up to 0.05 per arch,
+    # large against the front's steps, so the measured front differs from the predicted one.
+    def measured(archs):
+        calls.append(len(archs))
+        return accuracy(archs) - 0.05 * np.array([_unit("m" + SPACE.arch_key(a)) for a in archs])
+
+    calls: list[int] = []
+    points = pareto_front(space=SPACE, accuracy=accuracy, latency=latency, n_points=10, population=40,
+                          generations=20, seed=0, rerank=measured, candidates=40)
+    assert calls == [40]  # one batch: the 40 candidates nearest the predicted front
+    assert len(points) == 10 and [p.ms for p in points] == sorted(p.ms for p in points)
+    for p in points:
+        assert p.metric == pytest.approx(float(measured([p.arch])[0]))
+        assert p.predicted_metric == pytest.approx(float(accuracy([p.arch])[0]))
+    for a, b in itertools.permutations(points, 2):  # non-dominated on the measured metric
+        assert not (a.ms <= b.ms and a.metric >= b.metric and (a.ms < b.ms or a.metric > b.metric))
+    plain = pareto_front(space=SPACE, accuracy=accuracy, latency=latency, n_points=10, population=40,
+                         generations=20, seed=0)
+    assert all(p.predicted_metric is None for p in plain)
+    assert {SPACE.arch_key(p.arch) for p in plain} != {SPACE.arch_key(p.arch) for p in points}
 
 
 def test_evolution_beats_random_search_at_equal_queries():
