@@ -30,14 +30,19 @@ def _plots(data: dict[str, Any]) -> dict[str, str]:
     plots = {}
     front, chosen, budget = data["search"]["front"], data["search"]["chosen"], data["project"]["budget_ms"]
     if front:
+        # The search job draws its front from metrics measured on the supernet where it can
+        # (front_candidates); the chosen sub-network then goes on the same scale.
+        key = "supernet_metric" if all(p.get("supernet_metric") is not None for p in front) else "predicted_metric"
+        chosen_y = chosen.get(key) if chosen.get(key) is not None else chosen["predicted_metric"]
         fig, ax = plt.subplots(figsize=(5.5, 3.6))
-        ax.plot([p["predicted_ms"] for p in front], [p["predicted_metric"] for p in front], "o-", label="Pareto front")
+        ax.plot([p["predicted_ms"] for p in front], [p[key] for p in front], "o-", label="Pareto front")
         ax.axvline(budget, color="red", linestyle="--", label=f"budget {budget:g} ms")
-        ax.plot([chosen["predicted_ms"]], [chosen["predicted_metric"]], "*", markersize=14, label="chosen")
+        ax.plot([chosen["predicted_ms"]], [chosen_y], "*", markersize=14, label="chosen")
         if chosen.get("measured_ms"):
-            ax.plot([chosen["measured_ms"]], [chosen["predicted_metric"]], "x", markersize=10, label="chosen, measured")
+            ax.plot([chosen["measured_ms"]], [chosen_y], "x", markersize=10, label="chosen, measured")
         ax.set_xlabel(f"latency on {data['project']['device']} (ms)")
-        ax.set_ylabel("predicted " + data["model"]["metric"]["name"])
+        ax.set_ylabel(data["model"]["metric"]["name"] + (" on the supernet (validation)" if key == "supernet_metric"
+                                                         else " (predicted)"))
         ax.legend(fontsize=8)
         plots["front"] = _svg(fig)
     history = data["supernet"].get("history") or []

@@ -69,10 +69,15 @@ def search(supernet: Annotated[str, typer.Option(help="supernet id")],
            refine: Annotated[int | None, typer.Option(help="epochs to fine-tune the best checked sub-network of each "
                                                            "input size before choosing; default by task (detection 5, "
                                                            "classification 0)")] = None,
+           candidates: Annotated[int | None, typer.Option(help="with --front: sub-networks nearest the predicted "
+                                                               "front checked on the supernet's validation split, "
+                                                               "the front drawn from them; 0 trusts the accuracy "
+                                                               "predictor; default 3 x points")] = None,
            wait: Wait = True) -> None:
     """Find the most accurate sub-network under a latency budget (or the accuracy/latency front)."""
     _run("search", {"supernet_id": supernet, "mode": "front" if front else "budget", "budget_ms": budget,
-                    "n_points": points, "device": device, "rerank_per_size": rerank, "refine_epochs": refine}, wait)
+                    "n_points": points, "device": device, "rerank_per_size": rerank, "refine_epochs": refine,
+                    "front_candidates": candidates}, wait)
 
 
 @nas.command()
