@@ -197,8 +197,9 @@ def rerank_front(*, candidates: Iterable[ParetoPoint], metric: Callable[[list[Ar
     front are measured with `metric` (the supernet on the validation split) and `n_points` of their
     non-dominated set (measured metric, predicted ms) come back, spread across its latency range,
     each keeping its `predicted_metric`. A search pushes to where the accuracy predictor
-    over-rates, so a front of predicted values flatters its own points; a dense pool near the
-    front is what the search has over random sampling, and measuring it is what tells them apart."""
+    over-rates, so a front of predicted values flatters its own points; this one shows what the
+    supernet measures. (On the cluttered digits it raised the searched front's hypervolume on test
+    accuracy by 1.2 %, and random search's by 3.4 %: bench/results/nas.json.)"""
     pool = near_front(candidates, n_eval)
     measured = metric([p.arch for p in pool])
     points = [ParetoPoint(p.arch, float(m), p.ms, predicted_metric=p.metric)
