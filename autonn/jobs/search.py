@@ -99,7 +99,7 @@ def precheck_search(runtime, p: SearchParams) -> None:  # noqa: ANN001
         try:
             load_version(runtime.store, supernet["dataset_id"], supernet["dataset_version"])
         except ArtifactMissing:
-            raise HTTPException(422, detail=_gone(supernet)) from None
+            raise HTTPException(422, detail=_gone(supernet, p.mode)) from None
     if p.mode == "budget":
         if p.budget_ms is None:
             raise HTTPException(422, detail="a budget search needs budget_ms (the latency budget in ms at batch 1)")
@@ -110,13 +110,13 @@ def precheck_search(runtime, p: SearchParams) -> None:  # noqa: ANN001
                                             f"{fastest:.3g} ms or pick a faster device")
 
 
-def _gone(row: dict[str, Any]) -> str:
+def _gone(row: dict[str, Any], mode: str) -> str:
+    off = "front_candidates" if mode == "front" else "rerank_per_size"
     return (f"dataset {row['dataset_id']} version {row['dataset_version']!r}, which supernet {row['id']} was "
-            f"trained on, is gone from the store; search with rerank_per_size 0 to trust the accuracy predictor alone")
+            f"trained on, is gone from the store; search with {off} 0 to trust the accuracy predictor alone")
 
 
-def _supernet_metric(ctx: JobContext, row: dict[str, Any], space, supernet,  # noqa: ANN001, ANN202
-                     what: str = "shortlisted sub-networks"):
+def _supernet_metric(ctx: JobContext, row: dict[str, Any], space, supernet, mode: str):  # noqa: ANN001, ANN202
     """archs -> their metric on the supernet's validation split, BN recalibrated per arch (the
     accuracy predictor's own ground truth), from the dataset version the supernet was trained on."""
     import torch
@@ -128,7 +128,8 @@ def _supernet_metric(ctx: JobContext, row: dict[str, Any], space, supernet,  # n
         loaders = loaders_from_store(store=ctx.store, dataset_id=row["dataset_id"], version=row["dataset_version"],
                                      space=space, batch_size=64)
     except ArtifactMissing:
-        raise HTTPException(422, detail=_gone(row)) from None
+        raise HTTPException(422, detail=_gone(row, mode)) from None
+    what = "sub-networks near the front" if mode == "front" else "shortlisted sub-networks"
     checked = 0
 
     def metric(archs: list[dict[str, Any]]) -> list[float]:
@@ -191,7 +192,7 @@ def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
     started = time.monotonic()
     ctx.progress(0.05, "searching")
     if p.mode == "front":
-        measured = (_supernet_metric(ForwardOnly(ctx), supernet_row, space, supernet, "sub-networks near the front")
+        measured = (_supernet_metric(ForwardOnly(ctx), supernet_row, space, supernet, p.mode)
                     if candidates else None)
         points = pareto_front(space=space, accuracy=predictor.predict, latency=table, n_points=p.n_points,
                               population=p.population, generations=p.generations, seed=p.seed, rerank=measured,
@@ -216,7 +217,7 @@ def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
     res = search_under_budget(space=space, accuracy=predictor.predict, latency=table, measure=measure,
                               budget_ms=p.budget_ms, device_name=p.device, seed=p.seed, population=p.population,
                               generations=p.generations, per_size=p.rerank_per_size, repeats=p.near_budget_repeats,
-                              rerank=_supernet_metric(ctx, supernet_row, space, supernet) if rerank else None,
+                              rerank=_supernet_metric(ctx, supernet_row, space, supernet, p.mode) if rerank else None,
                               refine=_finetuned_metric(ctx, supernet_row, space, supernet, epochs=epochs, seed=p.seed)
                               if epochs else None)
 
