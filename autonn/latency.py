@@ -26,6 +26,7 @@ import statistics
 import tempfile
 import time
 import warnings
+from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,8 +42,8 @@ from autonn.spaces.base import Arch, BlockSpec, SearchSpace
 
 __all__ = ["BlockTimings", "LatencyTable", "Measure", "MissingBlockError", "build_latency_table",
            "evaluate_latency_model", "export_onnx", "fit_correction", "flushed_denormals", "kendall_tau",
-           "make_session", "measure_blocks", "measure_network_ms", "noise_floor", "relative_spread", "time_sessions",
-           "time_torch_cuda"]
+           "make_session", "measure_blocks", "measure_network_ms", "noise_floor", "relative_spread", "session_measure",
+           "time_sessions", "time_torch_cuda"]
 
 RUNTIMES = ("onnxruntime-cpu", "torch-cuda")  # torch-cuda: eager fp16, batch 1
 EMPTY = "__empty__"
@@ -182,8 +183,11 @@ def time_torch_cuda(module: nn.Module, input_shape: Sequence[int], *, rounds: in
 
 
 def _measure(modules: Mapping[str, tuple[nn.Module, Sequence[int]]], *, runtime: str, threads: int, rounds: int,
-             runs_per_round: int, warmup: int, seed: int, progress: Progress | None) -> dict[str, list[float]]:
-    """Per-round ms of every module and of an empty model (key EMPTY), all interleaved."""
+             runs_per_round: int, warmup: int, seed: int, progress: Progress | None,
+             sessions: OrderedDict[tuple[str, int], Any] | None = None) -> dict[str, list[float]]:
+    """Per-round ms of every module and of an empty model (key EMPTY), all interleaved.
+    `sessions`: ONNX Runtime sessions by (name, threads), looked up before exporting a module and
+    filled with those exported (see session_measure)."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
     timers: dict[str, Timer] = {}
@@ -199,13 +203,39 @@ def _measure(modules: Mapping[str, tuple[nn.Module, Sequence[int]]], *, runtime:
         timers[EMPTY] = _ort_timer(make_session(_empty_model(), threads=threads), np.zeros((1, 8), np.float32))
         with tempfile.TemporaryDirectory(prefix="tango-latency-") as tmp:
             for i, (name, (module, shape)) in enumerate(modules.items()):
-                path = export_onnx(module, shape, Path(tmp) / f"m{i}.onnx")
-                timers[name] = _ort_timer(make_session(path, threads=threads), np.zeros(tuple(shape), np.float32))
-                path.unlink()  # the session holds the model; keep the disk clean as we go
+                session = sessions.get((name, threads)) if sessions is not None else None
+                if session is None:
+                    path = export_onnx(module, shape, Path(tmp) / f"m{i}.onnx")
+                    session = make_session(path, threads=threads)
+                    path.unlink()  # the session holds the model; keep the disk clean as we go
+                    if sessions is not None:
+                        sessions[(name, threads)] = session
+                else:
+                    sessions.move_to_end((name, threads))
+                timers[name] = _ort_timer(session, np.zeros(tuple(shape), np.float32))
                 if progress:
                     progress("exporting", i + 1, len(modules))
     return _interleave(timers, rounds=rounds, runs_per_round=runs_per_round, warmup=warmup, seed=seed,
                        progress=progress)
+
+
+def session_measure(*, keep: int = 4) -> Measure:
+    """This host's Measure (ONNX Runtime), keeping the sessions of the last `keep` module names
+    it exported: a module whose name comes again is timed on its session, not exported again. The
+    caller must give a name to one module only (autonn.jobs.common.measurer names an arch by its
+    config). Why: a reading is mostly export; the near-budget repeats and the finetune job's
+    three readings time one network again and again (bench/readings.py)."""
+    sessions: OrderedDict[tuple[str, int], Any] = OrderedDict()
+
+    def measure(modules: Mapping[str, tuple[nn.Module, Sequence[int]]], **kwargs: Any) -> dict[str, list[float]]:
+        if kwargs.get("runtime", RUNTIMES[0]) != "onnxruntime-cpu":
+            return _measure(modules, **kwargs)
+        try:
+            return _measure(modules, sessions=sessions, **kwargs)
+        finally:
+            while len(sessions) > keep:
+                sessions.popitem(last=False)
+    return measure
 
 
 def _measure_until_quiet(measure: Measure, modules: Mapping[str, tuple[nn.Module, Sequence[int]]], *, rounds: int,

@@ -11,7 +11,7 @@ import torch
 
 from autonn.latency import (LatencyTable, MissingBlockError, build_latency_table, evaluate_latency_model, export_onnx,
                             fit_correction, kendall_tau, make_session, measure_blocks, measure_network_ms,
-                            relative_spread, time_sessions, time_torch_cuda)
+                            relative_spread, session_measure, time_sessions, time_torch_cuda)
 from autonn.spaces.base import get_search_space
 
 OPTIONS = dict(resolutions=(24, 28, 32), base_widths=(16, 32, 64, 128), stem_width=16, stem_stride=1)
@@ -76,6 +76,39 @@ def test_real_sessions_and_whole_networks(tmp_path):
     y = make_session(path, threads=1).run(None, {"x": x.numpy()})[0]
     np.testing.assert_allclose(y, models["small"][0](x).detach().numpy(), atol=1e-4)
 
+
+
+def test_session_measure_exports_a_name_once_and_keeps_the_last_few(monkeypatch):
+    """A name timed again runs on its first session (its readings are real timings, not a cached
+    figure); past `keep` names the oldest session is dropped and a later call exports it anew."""
+    from autonn import latency
+
+    exported = []
+    real_export = latency.export_onnx
+
+    def counting_export(module, shape, path):
+        exported.append(module.tag)
+        return real_export(module, shape, path)
+
+    monkeypatch.setattr(latency, "export_onnx", counting_export)
+    supernet = SPACE.build_supernet(num_classes=10)
+
+    def net(tag):
+        module = supernet.extract(SPACE.smallest())
+        module.tag = tag
+        return {tag: (module, (1, 3, 24, 24))}
+
+    measure = session_measure(keep=2)
+    readings = [measure_network_ms(models=net("a"), rounds=2, runs_per_round=3, measure=measure, target_noise=None)
+                for _ in range(3)]
+    assert exported == ["a"]
+    assert all(len(r["a"]["rounds"]) == 2 and r["a"]["median_ms"] > 0 for r in readings)
+    for tag in ("b", "a", "c", "b"):  # keep=2: "a" was used more recently than "b", so "b" goes first
+        measure_network_ms(models=net(tag), rounds=2, runs_per_round=3, measure=measure, target_noise=None)
+    assert exported == ["a", "b", "c", "b"]
+    # Another thread count is another session.
+    measure_network_ms(models=net("b"), threads=2, rounds=2, runs_per_round=3, measure=measure, target_noise=None)
+    assert exported[-1] == "b" and len(exported) == 5
 
 def test_table_json_round_trip_and_predictions():
     table = synthetic_table(noise_floor=0.05, overhead_ms=0.004)
