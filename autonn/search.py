@@ -264,7 +264,6 @@ class MeasuredRound:
     measured_metric: float | None = None  # on the supernet, when the search re-ranked its shortlist
     refined_metric: float | None = None  # fine-tuned, when the search refined the finalists
     timings_ms: list[float] = field(default_factory=list)  # every measurement; measured_ms is their median
-    aim_ms: float | None = None  # what the round searched under: the budget, or less after a miss (`headroom`)
 
 
 @dataclass
@@ -348,7 +347,7 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
                         max_rounds: int = 4, seed: int = 0,
                         rerank: Callable[[list[Arch]], Sequence[float]] | None = None, per_size: int = 2,
                         refine: Callable[[list[Arch]], Sequence[float]] | None = None,
-                        slack: float = 0.1, near: float = 0.05, repeats: int = 2, headroom: bool = False,
+                        slack: float = 0.1, near: float = 0.05, repeats: int = 2,
                         **evolve_kwargs: Any) -> BudgetedResult:
     """Search, measure the winner on the device, and search again with the latency predictor
     scaled by measured/predicted until a winner's *measured* latency fits. The correction runs
@@ -369,15 +368,12 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
     results that fit are compared refined (`_better`). A refine callable should cache, since a later
     round may shortlist the same finalists. `rounds` holds every measured arch, in order. A
     measurement within `near` of the budget is taken `repeats` more times and the median decides
-    (`_timed`).
-
-    `headroom`: a pick that misses in a round whose scale already came from a measurement missed
-    by its own error, not the table's overall one (which the scale corrects), and the next pick
-    sits on the budget's edge again; so later rounds aim under the budget by the largest such
-    miss (measured over scaled prediction), the budget itself unchanged."""
+    (`_timed`). Every round aims at the budget itself: aiming later rounds under it by the miss of
+    a pick whose scale was already corrected (tried at 1d1d938, bench/budget_rules.py) delivered
+    smaller networks and no fewer misses."""
     if not budget_ms > 0:
         raise ValueError(f"the latency budget must be a positive number of ms, not {budget_ms!r}")
-    scale, rounds, best, aim = 1.0, [], None, budget_ms
+    scale, rounds, best = 1.0, [], None
     timed = partial(_timed, measure, budget_ms=budget_ms, near=near, repeats=repeats)
     for r in range(max_rounds):
         factor = scale
@@ -387,11 +383,11 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
 
         try:
             if rerank is None:
-                res = evolve(space=space, accuracy=accuracy, latency=scaled, budget_ms=aim, seed=seed + r,
+                res = evolve(space=space, accuracy=accuracy, latency=scaled, budget_ms=budget_ms, seed=seed + r,
                              device_name=device_name, **evolve_kwargs)
                 pick, candidates = Candidate(res.arch, res.predicted_metric, res.predicted_ms), []
             else:
-                candidates = shortlist(space=space, accuracy=accuracy, latency=scaled, budget_ms=aim,
+                candidates = shortlist(space=space, accuracy=accuracy, latency=scaled, budget_ms=budget_ms,
                                        per_size=per_size, seed=seed + r, device_name=device_name, **evolve_kwargs)
                 for c, m in zip(candidates, rerank([c.arch for c in candidates]), strict=True):
                     c.measured_metric = float(m)
@@ -399,12 +395,12 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
         except BudgetUnreachable:
             break
 
-        def found_with(c: Candidate, factor: float = factor, candidates: list[Candidate] = candidates,
-                       target: float = aim) -> BudgetedResult:
+        def found_with(c: Candidate, factor: float = factor,
+                       candidates: list[Candidate] = candidates) -> BudgetedResult:
             times = [] if measure is None else timed(c.arch)
             measured = _median(times, None)
             rounds.append(MeasuredRound(c.arch, c.predicted_metric, c.predicted_ms / factor, factor, measured,
-                                        c.measured_metric, c.refined_metric, times, target))
+                                        c.measured_metric, c.refined_metric, times))
             return BudgetedResult(c.arch, c.predicted_metric, c.predicted_ms / factor, measured, budget_ms,
                                   device_name, factor, rounds, measured_metric=c.measured_metric,
                                   candidates=candidates, refined_metric=c.refined_metric, own_round=rounds[-1])
@@ -416,8 +412,6 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
             return found
         ratio = measured / raw
         if measured > budget_ms:
-            if headroom and r > 0:
-                aim = min(aim, budget_ms / (measured / pick.predicted_ms))
             # The other fine-tuned finalists cost a measurement each, against the fine-tunes a
             # stricter round costs; one that fits is kept, since a stricter round can leave its
             # input size out altogether (bench/nas_detect.py, nas_detect_refine.json at n's budget).
