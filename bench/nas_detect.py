@@ -22,7 +22,9 @@ that mAP needs (`detection_latency_gain_at_equal_map`, the mean over family memb
 network reaches; null when none does); beside it, the mAP the best searched network within each
 member's latency adds. `--load DIR` takes a trained supernet instead (DIR/supernet.pt, and the
 recipe it was trained with from DIR/config.json where the saver wrote one: `--save` here, or
-bench/sandwich.py's). Writes bench/results/nas_detect.json.
+bench/sandwich.py's). Last, the front a search job hands back by default is timed on this
+supernet: predicted, and drawn from the archs near it measured on the val split
+(`front_seconds_*`). Writes bench/results/nas_detect.json.
 """
 
 from __future__ import annotations
@@ -42,11 +44,11 @@ from autonn.data import make_loaders
 from autonn.delivery import Delivered, deliver_subnet
 from autonn.flops import FlopsTable
 from autonn.jobs.finetune import LR_BY_TASK, FinetuneParams
-from autonn.jobs.search import REFINE_EPOCHS_BY_TASK, SearchParams
+from autonn.jobs.search import REFINE_EPOCHS_BY_TASK, SearchParams, front_candidates
 from autonn.jobs.train_supernet import TASK_DEFAULTS, TrainSupernetParams
 from autonn.latency import build_latency_table, measure_network_ms, network_input_shape
 from autonn.predictors import fit_accuracy_predictor, measure_archs, predictor_pairs
-from autonn.search import BudgetUnreachable, search_under_budget
+from autonn.search import BudgetUnreachable, pareto_front, search_under_budget
 from autonn.spaces import get_search_space
 from autonn.train import SeededShuffle, TrainConfig, evaluate_subnet, finetune, train_supernet
 from tango.sampledata import SHAPE_CLASSES, make_shapes
@@ -330,6 +332,20 @@ def main() -> None:
               f"mAP {g} (mean {mean}), mAP gain at equal latency {m}")
         print(f"chosen on the {c}, trained alone: latency gain at equal mAP {ga} (mean {mean_a}), mAP gain at equal "
               f"latency {ma}")
+    # What a front search job costs on this supernet, timed last so that nothing above changes: the
+    # predicted front, and the job's default, 3 x n_points archs near it measured on the val split.
+    points = SearchParams.model_fields["n_points"].default
+    front_eval = front_candidates(SearchParams(supernet_id="-", mode="front", n_points=points))
+    t = time.perf_counter()
+    pareto_front(space=space, accuracy=predictor.predict, latency=table, n_points=points, seed=args.seed)
+    predicted_s = time.perf_counter() - t
+    t = time.perf_counter()
+    drawn = pareto_front(space=space, accuracy=predictor.predict, latency=table, n_points=points, seed=args.seed,
+                         rerank=lambda archs: [m for _, m in measure(archs=archs)], candidates=front_eval)
+    result.update(front_points=points, front_candidates=front_eval, front_seconds_predicted=round(predicted_s, 2),
+                  front_seconds_measured=round(time.perf_counter() - t, 2), front_points_measured=len(drawn))
+    print(f"front of {points} points: {predicted_s:.1f} s predicted, {result['front_seconds_measured']:.1f} s drawn "
+          f"from {front_eval} archs measured on the val split ({len(drawn)} points)")
     write_result(args.result, result)
 
 
