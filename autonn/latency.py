@@ -223,8 +223,9 @@ def session_measure(*, keep: int = 4) -> Measure:
     """This host's Measure (ONNX Runtime), keeping the sessions of the last `keep` module names
     it exported: a module whose name comes again is timed on its session, not exported again. The
     caller must give a name to one module only (autonn.jobs.common.measurer names an arch by its
-    config). Why: a reading is mostly export; the near-budget repeats and the finetune job's
-    three readings time one network again and again (bench/readings.py)."""
+    config). Why: about three quarters of a reading is the export; the near-budget repeats and the
+    finetune job's three readings time one network again and again, and three readings take half
+    the time on one session (bench/readings.py, readings.json)."""
     sessions: OrderedDict[tuple[str, int], Any] = OrderedDict()
 
     def measure(modules: Mapping[str, tuple[nn.Module, Sequence[int]]], **kwargs: Any) -> dict[str, list[float]]:

@@ -77,7 +77,6 @@ def test_real_sessions_and_whole_networks(tmp_path):
     np.testing.assert_allclose(y, models["small"][0](x).detach().numpy(), atol=1e-4)
 
 
-
 def test_session_measure_exports_a_name_once_and_keeps_the_last_few(monkeypatch):
     """A name timed again runs on its first session (its readings are real timings, not a cached
     figure); past `keep` names the oldest session is dropped and a later call exports it anew."""
