@@ -127,7 +127,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--hv-seeds", type=int, default=3, help="NSGA-II and random-search runs per side")
     ap.add_argument("--detection-results", default="nas_detect_r128_near,nas_detect_r128_near_seed1,"
-                                                     "nas_detect_r128_near_seed2,nas_detect_r128_near_seed3",
+                                                     "nas_detect_r128_near_seed2,nas_detect_r128_near_seed3,"
+                                                     "nas_detect_r128_near_seed4",
                     help="bench/results/<name>.json files of bench/nas_detect.py whose detection gain is averaged")
     ap.add_argument("--result", default="nas", help="bench/results/<name>.json")
     args = ap.parse_args()
