@@ -187,7 +187,7 @@ def _measure(modules: Mapping[str, tuple[nn.Module, Sequence[int]]], *, runtime:
              sessions: OrderedDict[tuple[str, int], Any] | None = None) -> dict[str, list[float]]:
     """Per-round ms of every module and of an empty model (key EMPTY), all interleaved.
     `sessions`: ONNX Runtime sessions by (name, threads), looked up before exporting a module and
-    filled with those exported (see session_measure)."""
+    filled with those exported (see session_measure); without it, every module is exported."""
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r} (known: {', '.join(RUNTIMES)})")
     timers: dict[str, Timer] = {}
@@ -201,18 +201,16 @@ def _measure(modules: Mapping[str, tuple[nn.Module, Sequence[int]]], *, runtime:
                 progress("preparing", i + 1, len(modules))
     else:
         timers[EMPTY] = _ort_timer(make_session(_empty_model(), threads=threads), np.zeros((1, 8), np.float32))
+        sessions = OrderedDict() if sessions is None else sessions
         with tempfile.TemporaryDirectory(prefix="tango-latency-") as tmp:
             for i, (name, (module, shape)) in enumerate(modules.items()):
-                session = sessions.get((name, threads)) if sessions is not None else None
-                if session is None:
-                    path = export_onnx(module, shape, Path(tmp) / f"m{i}.onnx")
-                    session = make_session(path, threads=threads)
-                    path.unlink()  # the session holds the model; keep the disk clean as we go
-                    if sessions is not None:
-                        sessions[(name, threads)] = session
-                else:
+                if (name, threads) in sessions:
                     sessions.move_to_end((name, threads))
-                timers[name] = _ort_timer(session, np.zeros(tuple(shape), np.float32))
+                else:
+                    path = export_onnx(module, shape, Path(tmp) / f"m{i}.onnx")
+                    sessions[(name, threads)] = make_session(path, threads=threads)
+                    path.unlink()  # the session holds the model; keep the disk clean as we go
+                timers[name] = _ort_timer(sessions[(name, threads)], np.zeros(tuple(shape), np.float32))
                 if progress:
                     progress("exporting", i + 1, len(modules))
     return _interleave(timers, rounds=rounds, runs_per_round=runs_per_round, warmup=warmup, seed=seed,
@@ -229,9 +227,7 @@ def session_measure(*, keep: int = 4) -> Measure:
     sessions: OrderedDict[tuple[str, int], Any] = OrderedDict()
 
     def measure(modules: Mapping[str, tuple[nn.Module, Sequence[int]]], **kwargs: Any) -> dict[str, list[float]]:
-        if kwargs.get("runtime", RUNTIMES[0]) != "onnxruntime-cpu":
-            return _measure(modules, **kwargs)
-        try:
+        try:  # torch-cuda times the modules themselves and leaves `sessions` alone
             return _measure(modules, sessions=sessions, **kwargs)
         finally:
             while len(sessions) > keep:

@@ -196,7 +196,10 @@ def main() -> None:
 
     # The search job's default: shortlist per input size, keep the best on the supernet's val split,
     # and (detection) fine-tune the best of each size and keep the best fine-tuned on val. Both ways.
-    rerank = (lambda archs: [m for _, m in measure(archs=archs)]) if args.per_size else None
+    def val_map(archs: list[dict]) -> list[float]:
+        return [m for _, m in measure(archs=archs)]
+
+    rerank = val_map if args.per_size else None
 
     def refine(archs: list[dict]) -> list[float]:
         return [delivered(a, args.refine_epochs).val for a in archs]
@@ -341,7 +344,7 @@ def main() -> None:
     predicted_s = time.perf_counter() - t
     t = time.perf_counter()
     drawn = pareto_front(space=space, accuracy=predictor.predict, latency=table, n_points=points, seed=args.seed,
-                         rerank=lambda archs: [m for _, m in measure(archs=archs)], candidates=front_eval)
+                         rerank=val_map, candidates=front_eval)
     result.update(front_points=points, front_candidates=front_eval, front_seconds_predicted=round(predicted_s, 2),
                   front_seconds_measured=round(time.perf_counter() - t, 2), front_points_measured=len(drawn))
     print(f"front of {points} points: {predicted_s:.1f} s predicted, {result['front_seconds_measured']:.1f} s drawn "

@@ -4,7 +4,6 @@ shares, and supernets in the store."""
 from __future__ import annotations
 
 import io
-import json
 from typing import Any
 
 import torch
@@ -111,7 +110,7 @@ def measurer(space: SearchSpace, build, threads: int):  # noqa: ANN001, ANN202
     reuse = session_measure()
 
     def measure(arch: dict) -> float:
-        name = json.dumps(arch, sort_keys=True)  # one name per arch: the session cache's key
+        name = space.arch_key(arch)  # one name per arch: the session cache's key
         timed = measure_network_ms(models={name: (build(arch), network_input_shape(space, arch))}, threads=threads,
                                    measure=reuse)
         return float(timed[name]["median_ms"])
