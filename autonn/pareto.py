@@ -178,6 +178,39 @@ def spread_points(front: Sequence[ParetoPoint], n_points: int) -> list[ParetoPoi
     return [front[i] for i in sorted(chosen)]
 
 
+def hypervolume_points(front: Sequence[ParetoPoint], n_points: int) -> list[ParetoPoint]:
+    """`n_points` points of a non-dominated front sorted by ms, both ends included, whose staircase
+    covers the most of the front's own box (its fastest point's metric to its slowest point's ms):
+    the exact 2-D hypervolume subset, by dynamic programming over (points chosen, last point). Spread
+    evenly in latency instead (`spread_points`), a front's points thin out where the metric climbs
+    fastest and pile up along its flat, slow tail, where more latency buys little; this keeps the
+    knee. The whole front when it is not larger."""
+    if len(front) <= n_points or n_points < 3:
+        return spread_points(front, n_points)
+    ms = np.array([p.ms for p in front])
+    metric = np.array([p.metric for p in front])
+    width = ms[-1] - ms  # each point's slab reaches to the box's right edge
+    best = np.full(len(front), -np.inf)
+    best[0] = 0.0  # the fastest point alone covers nothing of its own box
+    back = []
+    for _ in range(n_points - 2):  # one more interior point each time, after the best predecessor
+        gain = best[None, :] + width[:, None] * (metric[:, None] - metric[None, :])
+        gain[np.triu_indices(len(front))] = -np.inf  # a predecessor comes strictly before
+        back.append(gain.argmax(1))
+        best = gain.max(1)
+    i = int(best[:-1].argmax())  # the slowest point closes the staircase and adds no area of its own
+    chosen = [len(front) - 1, i]
+    for prev in reversed(back):
+        i = int(prev[i])
+        chosen.append(i)
+    return [front[i] for i in sorted(set(chosen))]
+
+
+DEFAULT_SPREAD = "hypervolume"  # how a front of n points is chosen, unless told otherwise
+SPREADS: dict[str, Callable[[Sequence[ParetoPoint], int], list[ParetoPoint]]] = {
+    "hypervolume": hypervolume_points, "latency": spread_points}
+
+
 def near_front(points: Iterable[ParetoPoint], n: int) -> list[ParetoPoint]:
     """`n` points (fewer where there are fewer) nearest the front: non-dominated layers peeled one
     after another, the last one thinned evenly across its latency range."""
@@ -191,34 +224,42 @@ def near_front(points: Iterable[ParetoPoint], n: int) -> list[ParetoPoint]:
     return out
 
 
+def measured_front(*, candidates: Iterable[ParetoPoint], metric: Callable[[list[Arch]], Sequence[float]],
+                   n_eval: int) -> list[ParetoPoint]:
+    """The non-dominated set (measured metric, predicted ms) of the `n_eval` candidates nearest
+    the predicted front, each measured with `metric` and keeping its `predicted_metric`."""
+    pool = near_front(candidates, n_eval)
+    measured = metric([p.arch for p in pool])
+    return non_dominated(ParetoPoint(p.arch, float(m), p.ms, predicted_metric=p.metric)
+                         for p, m in zip(pool, measured, strict=True))
+
+
 def rerank_front(*, candidates: Iterable[ParetoPoint], metric: Callable[[list[Arch]], Sequence[float]],
-                 n_eval: int, n_points: int) -> list[ParetoPoint]:
+                 n_eval: int, n_points: int, spread: str = DEFAULT_SPREAD) -> list[ParetoPoint]:
     """The front drawn again from measured metrics: the `n_eval` candidates nearest the predicted
     front are measured with `metric` (the supernet on the validation split) and `n_points` of their
-    non-dominated set (measured metric, predicted ms) come back, spread across its latency range,
+    non-dominated set (measured metric, predicted ms) come back, chosen by `spread` (SPREADS),
     each keeping its `predicted_metric`. A search pushes to where the accuracy predictor
     over-rates, so a front of predicted values flatters its own points; this one shows what the
     supernet measures. (On the cluttered digits it raised the searched front's hypervolume on test
     accuracy by 1.2 %, and random search's by 3.4 %: bench/results/nas.json.)"""
-    pool = near_front(candidates, n_eval)
-    measured = metric([p.arch for p in pool])
-    points = [ParetoPoint(p.arch, float(m), p.ms, predicted_metric=p.metric)
-              for p, m in zip(pool, measured, strict=True)]
-    return spread_points(non_dominated(points), n_points)
+    return SPREADS[spread](measured_front(candidates=candidates, metric=metric, n_eval=n_eval), n_points)
 
 
 def pareto_front(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, n_points: int = 10,
                  population: int = 100, generations: int = 100, seed: int = 0,
                  rerank: Callable[[list[Arch]], Sequence[float]] | None = None, candidates: int = 0,
-                 **nsga_kwargs: Any) -> list[ParetoPoint]:
-    """`n_points` non-dominated (arch, metric, ms) points spread across the latency range, by ms.
+                 spread: str = DEFAULT_SPREAD, **nsga_kwargs: Any) -> list[ParetoPoint]:
+    """`n_points` non-dominated (arch, metric, ms) points, by ms, both ends of the front included and
+    the rest chosen by `spread` (SPREADS: the most hypervolume, or evenly in latency).
     With `rerank` (archs -> measured metric) and `candidates`: the front of `candidates` measured
     near-front archs instead (`rerank_front`)."""
     result = nsga2(space=space, accuracy=accuracy, latency=latency, population=population,
                    generations=generations, seed=seed, min_front=n_points, **nsga_kwargs)
     if rerank is None or candidates <= 0:
-        return spread_points(result.front, n_points)
-    return rerank_front(candidates=result.archive, metric=rerank, n_eval=candidates, n_points=n_points)
+        return SPREADS[spread](result.front, n_points)
+    return rerank_front(candidates=result.archive, metric=rerank, n_eval=candidates, n_points=n_points,
+                        spread=spread)
 
 
 def random_search(*, space: SearchSpace, accuracy: Predictor, latency: Predictor, queries: int, seed: int = 0,

@@ -18,7 +18,9 @@ latency table, then measure
     over --hv-seeds runs of each, one reference (the nadir of every measured point). The headline
     is the search job's default front: each side's 3 x 12 archs nearest its predicted front measured
     on the supernet (val split) and the front drawn from those (autonn.pareto.rerank_front), the
-    same number for both sides. Also the front of predicted values alone, on predicted values, at
+    same number for both sides. Each front's 12 points are chosen both ways in autonn.pareto.SPREADS
+    (the most hypervolume, the default; evenly in latency, the rule before it), all measured
+    together. Also the front of predicted values alone, on predicted values, at
     shorter query counts, and with the all-random predictor,
   - supernet sub-networks vs the same architectures trained alone for the same epochs and recipe
     (both: final weights, test accuracy; the standalone run validates on the val split).
@@ -45,10 +47,11 @@ from autonn.latency import build_latency_table, evaluate_latency_model
 from autonn.flops import FlopsTable
 from autonn.predictors import add_front_pairs, fit_accuracy_predictor, measure_archs
 from autonn.jobs.search import SearchParams, front_candidates
-from autonn.pareto import rerank_front, spread_points
+from autonn.pareto import DEFAULT_SPREAD, SPREADS, measured_front
 from autonn.search import (BudgetUnreachable, evolve, hypervolume_2d, nsga2, pareto_front, random_search,
                            search_under_budget)
 from autonn.spaces import get_search_space
+from autonn.spaces.base import hashable_arch
 from autonn.train import SeededShuffle, TrainConfig, evaluate_subnet, finetune, train_supernet
 from tango.sampledata import make_cluttered_digits, make_digits
 
@@ -61,7 +64,7 @@ FRONT_SHARE = TrainSupernetParams.model_fields["predictor_front_share"].default 
 LR = RECIPE["lr"]
 HV_MARGIN = 0.05  # the hypervolume reference: the nadir of every measured front point, pushed out by 5 % of each span
 HV_EXTRA_GENERATIONS = (2, 9)  # shorter NSGA-II runs (about 300 and 1,000 queries) reported as extras
-HV_POINTS = 12  # front points measured per run, spread evenly over its latency range
+HV_POINTS = 12  # front points measured per run, both ends of its front and the rest by each rule in SPREADS
 HV_ROUNDS = 7  # interleaved timing rounds for the measured fronts (median per network)
 # How many near-front archs the search job measures for a front of HV_POINTS (its default).
 HV_CANDIDATES = front_candidates(SearchParams(supernet_id="-", mode="front", n_points=HV_POINTS))
@@ -223,21 +226,16 @@ def main() -> None:
     front = pareto_front(space=space, accuracy=predictor.predict, latency=table, n_points=10, seed=args.seed)
     result["front_seconds"] = time.perf_counter() - t
 
-    def measured_fronts(*fronts) -> tuple[list, list]:  # noqa: ANN002
-        """(test accuracy, ms) of HV_POINTS points of each front, and their predicted (metric, ms).
-        Every front's points are timed in
-        the same interleaved rounds: timed one front after another, a load change between the calls
-        moved one side's whole front (seen: one random front 20-30 % faster than every other)."""
-        chosen = [spread_points(sorted(points, key=lambda p: p.ms), HV_POINTS) for points in fronts]
-        flat = [p for points in chosen for p in points]
-        ms = measured_ms(space, supernet, [p.arch for p in flat], args.threads, rounds=HV_ROUNDS)
-        acc = [evaluate_subnet(space=space, supernet=supernet, arch=p.arch, calib_loader=loaders.calib,
-                               val_loader=loaders.test, device=cpu) for p in flat]
-        pts, out = list(zip(acc, ms, strict=True)), []
-        for points in chosen:
-            out.append(pts[:len(points)])
-            pts = pts[len(points):]
-        return out, [[(p.metric, p.ms) for p in points] for points in chosen]
+    def measured_fronts(fronts: list[list]) -> list[list[tuple[float, float]]]:
+        """(test accuracy, ms) of every point of `fronts`. Every distinct arch among them is timed
+        in the same interleaved rounds: timed one front after another, a load change between the
+        calls moved one side's whole front (seen: one random front 20-30 % faster than every other)."""
+        unique = {hashable_arch(p.arch): p.arch for points in fronts for p in points}
+        ms = dict(zip(unique, measured_ms(space, supernet, list(unique.values()), args.threads, rounds=HV_ROUNDS),
+                      strict=True))
+        acc = {k: evaluate_subnet(space=space, supernet=supernet, arch=a, calib_loader=loaders.calib,
+                                  val_loader=loaders.test, device=cpu) for k, a in unique.items()}
+        return [[(acc[k], ms[k]) for k in map(hashable_arch, (p.arch for p in points))] for points in fronts]
 
     def nadir(pts) -> tuple[float, float]:  # noqa: ANN001
         """The worst accuracy and worst ms of the points, pushed out by HV_MARGIN of each span."""
@@ -247,33 +245,10 @@ def main() -> None:
     def val_metric(archs: list) -> list[float]:
         return [m for _, m in measure_val(archs=archs)]
 
-    def compare(generations: int, seeds: list[int], predictor=predictor, candidates: int = 0) -> dict:
-        """NSGA-II against random search at NSGA-II's query count, one run of each per seed, both
-        fronts measured (test accuracy in the supernet, timed latency) and scored against one
-        reference for all of them: the nadir of every measured point. The gain is the ratio of the
-        mean hypervolumes; the same on predicted values (whole fronts) shows the search itself.
-        `candidates` > 0: each side's front is drawn from that many of its archs nearest its
-        predicted front, measured on the val split (rerank_front); its "predicted" values are then
-        those val metrics, the front the search hands back."""
-        runs = []
-        for seed in seeds:
-            evo = nsga2(space=space, accuracy=predictor.predict, latency=table, seed=seed, generations=generations)
-            rand = random_search(space=space, accuracy=predictor.predict, latency=table, queries=evo.queries,
-                                 seed=seed)
-            evo_front, rand_front = evo.front, rand.front
-            if candidates:
-                evo_front, rand_front = (rerank_front(candidates=r.archive, metric=val_metric, n_eval=candidates,
-                                                      n_points=HV_POINTS) for r in (evo, rand))
-            (evo_measured, rand_measured), (evo_chosen, rand_chosen) = measured_fronts(evo_front, rand_front)
-            runs.append({"seed": seed, "queries": evo.queries, "evo": evo_measured, "random": rand_measured,
-                         "evo_predicted": [(p.metric, p.ms) for p in evo_front],
-                         "random_predicted": [(p.metric, p.ms) for p in rand_front],
-                         "evo_chosen": evo_chosen, "random_chosen": rand_chosen,
-                         # Test accuracy with the *predicted* ms: the accuracy side alone, free of timing noise.
-                         "evo_acc_only": [(a, ms) for (a, _), (_, ms) in zip(evo_measured, evo_chosen, strict=True)],
-                         "random_acc_only": [(a, ms) for (a, _), (_, ms) in
-                                             zip(rand_measured, rand_chosen, strict=True)]})
-        out: dict = {"queries": int(np.mean([r["queries"] for r in runs])), "seeds": seeds, "candidates": candidates}
+    def score(runs: list[dict]) -> dict:
+        """Hypervolumes of measured fronts, all scored against one reference: the nadir of every
+        measured point. The gain is the ratio of the mean hypervolumes."""
+        out: dict = {}
         for side in ("evo", "random"):  # how far the predictor over-rates the points each side picked
             out[f"over_rating_{side}"] = float(np.mean([pm - a for r in runs for (a, _), (pm, _) in
                                                         zip(r[side], r[side + "_chosen"], strict=True)]))
@@ -288,6 +263,43 @@ def main() -> None:
         out["runs"] = [{k: v for k, v in r.items() if not k.endswith(("_predicted", "_acc_only"))} for r in runs]
         return out
 
+    def compare(generations: int, seeds: list[int], predictor=predictor, candidates: int = 0) -> dict:
+        """NSGA-II against random search at NSGA-II's query count, one run of each per seed, both
+        fronts measured (test accuracy in the supernet, timed latency) and scored (`score`); the
+        same on predicted values (whole fronts) shows the search itself. `candidates` > 0: each
+        side's front is drawn from that many of its archs nearest its predicted front, measured on
+        the val split (measured_front); its "predicted" values are then those val metrics, the
+        front the search hands back. Each side's HV_POINTS points are chosen from its front by
+        every rule in SPREADS, all measured together; the top level is DEFAULT_SPREAD's,
+        `by_spread` holds each."""
+        runs: dict[str, list[dict]] = {rule: [] for rule in SPREADS}
+        for seed in seeds:
+            evo = nsga2(space=space, accuracy=predictor.predict, latency=table, seed=seed, generations=generations)
+            rand = random_search(space=space, accuracy=predictor.predict, latency=table, queries=evo.queries,
+                                 seed=seed)
+            full = {"evo": evo.front, "random": rand.front}
+            if candidates:
+                full = {side: measured_front(candidates=r.archive, metric=val_metric, n_eval=candidates)
+                        for side, r in (("evo", evo), ("random", rand))}
+            chosen = {(rule, side): SPREADS[rule](full[side], HV_POINTS) for rule in SPREADS for side in full}
+            measured = dict(zip(chosen, measured_fronts(list(chosen.values())), strict=True))
+            for rule in SPREADS:
+                run: dict = {"seed": seed, "queries": evo.queries}
+                for side in ("evo", "random"):
+                    points = chosen[rule, side]
+                    run[side] = measured[rule, side]
+                    run[side + "_chosen"] = [(p.metric, p.ms) for p in points]
+                    run[side + "_predicted"] = [(p.metric, p.ms) for p in (points if candidates else full[side])]
+                    # Test accuracy with the *predicted* ms: the accuracy side alone, free of timing noise.
+                    run[side + "_acc_only"] = [(a, ms) for (a, _), (_, ms) in
+                                               zip(run[side], run[side + "_chosen"], strict=True)]
+                runs[rule].append(run)
+        by_spread = {rule: score(rule_runs) for rule, rule_runs in runs.items()}
+        return {"queries": int(np.mean([r["queries"] for r in runs[DEFAULT_SPREAD]])), "seeds": seeds,
+                "candidates": candidates, "spread": DEFAULT_SPREAD, **by_spread[DEFAULT_SPREAD],
+                "by_spread": {rule: {k: v for k, v in out.items() if k != "runs"} if rule == DEFAULT_SPREAD else out
+                              for rule, out in by_spread.items()}}
+
     seeds = [args.seed + i for i in range(args.hv_seeds)]
     # The NSGA-II default (100 x 100), the front the search job hands back: the headline figure.
     rerank_cmp = compare(100, seeds, candidates=HV_CANDIDATES)
@@ -299,7 +311,9 @@ def main() -> None:
         short = compare(gens, seeds[:1])
         by_queries[str(short["queries"])] = short["gain"]
         by_queries_predicted[str(short["queries"])] = short["gain_predicted"]
-    result.update(hypervolume_gain_vs_random=rerank_cmp["gain"],
+    result.update(hypervolume_gain_vs_random=rerank_cmp["gain"], front_spread=DEFAULT_SPREAD,
+                  **{f"hypervolume_gain_vs_random_{rule}_spread{kind}": cmp["by_spread"][rule]["gain"]
+                     for rule in SPREADS for kind, cmp in (("", rerank_cmp), ("_predictor_only", main_cmp))},
                   hypervolume_gain_vs_random_as_reported=rerank_cmp["gain_predicted"],
                   hypervolume_random_cv=rerank_cmp["random_cv"], front_candidates=HV_CANDIDATES,
                   hypervolume_fronts_reranked=rerank_cmp,
@@ -316,8 +330,10 @@ def main() -> None:
                   predictor_over_rating={name: {side: cmp[f"over_rating_{side}"] for side in ("evo", "random")}
                                          for name, cmp in (("front_aware", main_cmp), ("uniform", uniform_cmp))},
                   hypervolume_fronts_uniform_predictor=uniform_cmp)
+    spreads = ", ".join(f"{rule} {cmp['gain']:+.1%}" for rule, cmp in rerank_cmp["by_spread"].items())
     print(f"hypervolume NSGA-II vs random, fronts drawn from {HV_CANDIDATES} archs measured on the supernet: "
-          f"measured {rerank_cmp['gain']:+.1%} (random's seed-to-seed CV {rerank_cmp['random_cv']:.1%}), on the "
+          f"measured {rerank_cmp['gain']:+.1%} ({DEFAULT_SPREAD} spread; by spread: {spreads}; "
+          f"random's seed-to-seed CV {rerank_cmp['random_cv']:.1%}), on the "
           f"fronts' own val metrics {rerank_cmp['gain_predicted']:+.1%}; over-rating of the points picked "
           f"(evo / random) {rerank_cmp['over_rating_evo']:+.3f} / {rerank_cmp['over_rating_random']:+.3f}")
     print(f"front: {result['front_seconds']:.2f} s for {len(front)} points; hypervolume NSGA-II vs random at "

@@ -73,11 +73,14 @@ def search(supernet: Annotated[str, typer.Option(help="supernet id")],
                                                                "front checked on the supernet's validation split, "
                                                                "the front drawn from them; 0 trusts the accuracy "
                                                                "predictor; default 3 x points")] = None,
+           spread: Annotated[str, typer.Option(help="with --front: which points come back, both ends always: "
+                                                    "'hypervolume' (more where accuracy climbs fast) or 'latency' "
+                                                    "(evenly spaced)")] = "hypervolume",
            wait: Wait = True) -> None:
     """Find the most accurate sub-network under a latency budget (or the accuracy/latency front)."""
     _run("search", {"supernet_id": supernet, "mode": "front" if front else "budget", "budget_ms": budget,
                     "n_points": points, "device": device, "rerank_per_size": rerank, "refine_epochs": refine,
-                    "front_candidates": candidates}, wait)
+                    "front_candidates": candidates, "front_spread": spread}, wait)
 
 
 @nas.command()

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from autonn.jobs.common import (HOST_DEVICE, ForwardOnly, Strict, load_supernet, measurer, pick_device, ready_supernet,
                                 stage_progress)
+from autonn.pareto import DEFAULT_SPREAD
 from autonn.spaces import get_search_space
 from tango.datasets import load_version
 from tango.queue import JobContext
@@ -28,6 +29,9 @@ class SearchParams(Strict):
         "mode front: measure this many sub-networks nearest the predicted front on the supernet (the dataset's "
         "validation split) and draw the front from their measured metric; 0 trusts the accuracy predictor; "
         "default 3 x n_points"))
+    front_spread: Literal["hypervolume", "latency"] = Field(DEFAULT_SPREAD, description=(
+        "mode front: which n_points of the front come back, both ends always: 'hypervolume' the ones covering the "
+        "most of the trade-off (more points where accuracy climbs fast), 'latency' evenly spaced in latency"))
     verify: bool = Field(True, description="measure chosen sub-networks on the device (the host only)")
     population: int = Field(100, ge=8, le=2000)
     generations: int = Field(60, ge=1, le=5000)
@@ -196,7 +200,7 @@ def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
                     if candidates else None)
         points = pareto_front(space=space, accuracy=predictor.predict, latency=table, n_points=p.n_points,
                               population=p.population, generations=p.generations, seed=p.seed, rerank=measured,
-                              candidates=candidates)
+                              candidates=candidates, spread=p.front_spread)
         front = []
         for i, pt in enumerate(points):
             reranked = pt.predicted_metric is not None

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from autonn.api import create_app
+from autonn.pareto import hypervolume_2d
 from autonn.jobs.finetune import LR_BY_TASK
 from autonn.jobs.train_supernet import TrainSupernetParams, recipe
 from autonn.spaces import get_search_space
@@ -95,6 +96,18 @@ def test_train_search_finetune_export(stack):
                                                 "front_candidates": 0})
     ms = [p["predicted_ms"] for p in predicted["front"]]
     assert len(ms) >= 10 and ms == sorted(ms) and all(p["supernet_metric"] is None for p in predicted["front"])
+    # The same front with its points evenly spaced in latency: the same search, so the same two
+    # ends; the default's points cover at least as much of the trade-off (hypervolume in its box).
+    even = run(runtime, client, "search", {"supernet_id": supernet_id, "mode": "front", "n_points": 10,
+                                           "generations": 10, "population": 40, "verify": False,
+                                           "front_candidates": 0, "front_spread": "latency"})
+
+    def area(points: list[dict]) -> float:
+        box = (points[0]["predicted_metric"], points[-1]["predicted_ms"])
+        return hypervolume_2d([(p["predicted_metric"], p["predicted_ms"]) for p in points], box)
+
+    assert [even["front"][i]["arch"] for i in (0, -1)] == [predicted["front"][i]["arch"] for i in (0, -1)]
+    assert len(even["front"]) == len(predicted["front"]) and area(predicted["front"]) >= area(even["front"])
     # By default the front is drawn from 30 candidates measured on the supernet: non-dominated on
     # the measured metric, each point keeping its predicted one. This tiny validation split tells
     # apart few of them, and the reply says so.

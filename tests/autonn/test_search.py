@@ -9,7 +9,7 @@ import zlib
 import numpy as np
 import pytest
 
-from autonn.pareto import near_front
+from autonn.pareto import hypervolume_points, near_front, non_dominated, spread_points
 from autonn.search import (
     BudgetedResult,
     BudgetUnreachable,
@@ -390,6 +390,35 @@ def test_hypervolume_2d():
     # two points: a staircase, a dominated point and one outside the reference add nothing
     pts = [ParetoPoint({}, 0.5, 1.0), ParetoPoint({}, 0.8, 1.5), (0.4, 1.2), (0.9, 3.0)]
     assert hypervolume_2d(pts, (0.0, 2.0)) == pytest.approx(1.0 * 0.5 + 0.5 * 0.3)
+
+
+def test_hypervolume_points_are_the_best_subset_with_both_ends():
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        front = non_dominated(ParetoPoint({"i": i}, float(m), float(ms))
+                              for i, (m, ms) in enumerate(rng.random((int(rng.integers(8, 40)), 2))))
+        k = int(rng.integers(3, 7))
+        if len(front) <= k:
+            assert hypervolume_points(front, k) == front
+            continue
+        box = (front[0].metric, front[-1].ms)  # the front's own box: both ends add nothing to it
+        got = hypervolume_points(front, k)
+        assert len(got) == k and got[0] is front[0] and got[-1] is front[-1]
+        assert [p.ms for p in got] == sorted(p.ms for p in got)
+        best = max(hypervolume_2d([front[0], *(front[i] for i in inner), front[-1]], box)
+                   for inner in itertools.combinations(range(1, len(front) - 1), k - 2))
+        assert hypervolume_2d(got, box) == pytest.approx(best, abs=1e-12)
+
+
+def test_hypervolume_points_keep_the_knee_that_even_latency_steps_skip():
+    # A steep climb over the first tenth of the latency range, then a long flat tail: even steps
+    # in latency put one point on the climb; the hypervolume choice puts most of them there.
+    front = [ParetoPoint({"i": i}, min(ms, 0.1) * 5 + 0.001 * ms, ms) for i, ms in enumerate(np.linspace(0.01, 1, 100))]
+    box = (front[0].metric, front[-1].ms)
+    even, by_area = spread_points(front, 6), hypervolume_points(front, 6)
+    assert sum(p.ms <= 0.1 for p in even) == 1
+    assert sum(p.ms <= 0.1 for p in by_area) >= 3
+    assert hypervolume_2d(by_area, box) > hypervolume_2d(even, box)
 
 
 def test_fifty_thousand_queries_stay_under_the_budget():
