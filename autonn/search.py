@@ -281,6 +281,7 @@ class BudgetedResult:
     candidates: list[Candidate] = field(default_factory=list)  # the last round's shortlist (with `rerank`)
     refined_metric: float | None = None  # fine-tuned (with `refine`)
     own_round: MeasuredRound | None = None  # its entry in `rounds`
+    aimed_ms: float | None = None  # set when it came from the last round, aimed under the budget
 
 
 def _better(a: BudgetedResult, b: BudgetedResult | None,
@@ -370,57 +371,66 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
     measurement within `near` of the budget is taken `repeats` more times and the median decides
     (`_timed`). Every round aims at the budget itself: aiming later rounds under it by the miss of
     a pick whose scale was already corrected (tried at 1d1d938, bench/budget_rules.py) delivered
-    smaller networks and no fewer misses."""
+    smaller networks and no fewer misses. Only when every round's pick read over the budget does
+    one more round aim `near` under it, before the fastest network is the answer."""
     if not budget_ms > 0:
         raise ValueError(f"the latency budget must be a positive number of ms, not {budget_ms!r}")
     scale, rounds, best = 1.0, [], None
     timed = partial(_timed, measure, budget_ms=budget_ms, near=near, repeats=repeats)
-    for r in range(max_rounds):
-        factor = scale
 
-        def scaled(archs: list[Arch], factor: float = factor) -> np.ndarray:
+    def choose(r: int, factor: float, aim_ms: float) -> tuple[Candidate, list[Candidate]]:
+        """This round's pick (and shortlist) under `aim_ms`, the latency predictor scaled by `factor`."""
+        def scaled(archs: list[Arch]) -> np.ndarray:
             return np.asarray(latency(archs), dtype=np.float64) * factor
 
+        if rerank is None:
+            res = evolve(space=space, accuracy=accuracy, latency=scaled, budget_ms=aim_ms, seed=seed + r,
+                         device_name=device_name, **evolve_kwargs)
+            return Candidate(res.arch, res.predicted_metric, res.predicted_ms), []
+        candidates = shortlist(space=space, accuracy=accuracy, latency=scaled, budget_ms=aim_ms,
+                               per_size=per_size, seed=seed + r, device_name=device_name, **evolve_kwargs)
+        for c, m in zip(candidates, rerank([c.arch for c in candidates]), strict=True):
+            c.measured_metric = float(m)
+        return _pick(space, candidates, refine), candidates
+
+    def found_with(c: Candidate, factor: float, candidates: list[Candidate]) -> BudgetedResult:
+        times = [] if measure is None else timed(c.arch)
+        measured = _median(times, None)
+        rounds.append(MeasuredRound(c.arch, c.predicted_metric, c.predicted_ms / factor, factor, measured,
+                                    c.measured_metric, c.refined_metric, times))
+        return BudgetedResult(c.arch, c.predicted_metric, c.predicted_ms / factor, measured, budget_ms,
+                              device_name, factor, rounds, measured_metric=c.measured_metric,
+                              candidates=candidates, refined_metric=c.refined_metric, own_round=rounds[-1])
+
+    def fitting_finalist(pick: Candidate, factor: float, candidates: list[Candidate]) -> BudgetedResult | None:
+        """The best other fine-tuned finalist that measures within the budget, when the pick did not.
+        They cost a measurement each, against the fine-tunes a stricter round costs; one that fits is
+        kept, since a stricter round can leave its input size out altogether (bench/nas_detect.py,
+        nas_detect_refine.json at n's budget)."""
+        others = [c for c in candidates if c.refined_metric is not None and c is not pick]
+        for other in sorted(others, key=lambda c: c.refined_metric, reverse=True):
+            other_found = found_with(other, factor, candidates)
+            if other_found.measured_ms <= budget_ms:
+                return other_found
+        return None
+
+    missed_all = False  # every round's pick measured over the budget
+    for r in range(max_rounds):
+        factor = scale
         try:
-            if rerank is None:
-                res = evolve(space=space, accuracy=accuracy, latency=scaled, budget_ms=budget_ms, seed=seed + r,
-                             device_name=device_name, **evolve_kwargs)
-                pick, candidates = Candidate(res.arch, res.predicted_metric, res.predicted_ms), []
-            else:
-                candidates = shortlist(space=space, accuracy=accuracy, latency=scaled, budget_ms=budget_ms,
-                                       per_size=per_size, seed=seed + r, device_name=device_name, **evolve_kwargs)
-                for c, m in zip(candidates, rerank([c.arch for c in candidates]), strict=True):
-                    c.measured_metric = float(m)
-                pick = _pick(space, candidates, refine)
+            pick, candidates = choose(r, factor, budget_ms)
         except BudgetUnreachable:
             break
-
-        def found_with(c: Candidate, factor: float = factor,
-                       candidates: list[Candidate] = candidates) -> BudgetedResult:
-            times = [] if measure is None else timed(c.arch)
-            measured = _median(times, None)
-            rounds.append(MeasuredRound(c.arch, c.predicted_metric, c.predicted_ms / factor, factor, measured,
-                                        c.measured_metric, c.refined_metric, times))
-            return BudgetedResult(c.arch, c.predicted_metric, c.predicted_ms / factor, measured, budget_ms,
-                                  device_name, factor, rounds, measured_metric=c.measured_metric,
-                                  candidates=candidates, refined_metric=c.refined_metric, own_round=rounds[-1])
-
         raw = pick.predicted_ms / factor
-        found = found_with(pick)
+        found = found_with(pick, factor, candidates)
         measured = found.measured_ms
         if measured is None:
             return found
         ratio = measured / raw
+        missed_all = measured > budget_ms
         if measured > budget_ms:
-            # The other fine-tuned finalists cost a measurement each, against the fine-tunes a
-            # stricter round costs; one that fits is kept, since a stricter round can leave its
-            # input size out altogether (bench/nas_detect.py, nas_detect_refine.json at n's budget).
-            others = [c for c in candidates if c.refined_metric is not None and c is not pick]
-            for other in sorted(others, key=lambda c: c.refined_metric, reverse=True):
-                other_found = found_with(other)
-                if other_found.measured_ms <= budget_ms:
-                    best = other_found if _better(other_found, best, refine) else best
-                    break
+            other = fitting_finalist(pick, factor, candidates)
+            best = other if other is not None and _better(other, best, refine) else best
         else:
             best = found if _better(found, best, refine) else best
             if measured >= (1 - slack) * pick.predicted_ms or round(ratio, 6) in {round(x.scale, 6) for x in rounds}:
@@ -429,6 +439,22 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
         # next round is stricter exactly where this one was wrong. Under by more than `slack`:
         # it is smaller, and the next round may take what this one ruled out.
         scale = ratio
+    if best is None and missed_all:
+        # Every round's pick sat on the budget's edge and read over it: a search maximising within
+        # the budget picks, each time, a network the table under-rates there. Rather than the
+        # fastest network (bench/nas_detect.py, nas_detect_r128_near_seed3.json: 0.33 ms delivered
+        # at a 1.56 ms budget after four picks 0-3.7 % over), one last round aims `near` under the
+        # budget, below where a reading is taken again, with the largest correction any pick needed.
+        worst = max(x.measured_ms / x.predicted_ms for x in rounds)
+        try:
+            pick, candidates = choose(max_rounds, worst, (1 - near) * budget_ms)
+        except BudgetUnreachable:
+            pass
+        else:
+            found = found_with(pick, worst, candidates)
+            best = found if found.measured_ms <= budget_ms else fitting_finalist(pick, worst, candidates)
+            if best is not None:
+                best.aimed_ms = (1 - near) * budget_ms
     if best is not None:
         return best  # its `rounds` is this list: every round, the later ones included
     arch, raw = fastest_arch(space=space, latency=latency, seed=seed)

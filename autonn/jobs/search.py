@@ -231,7 +231,7 @@ def search_job(ctx: JobContext, p: SearchParams) -> dict[str, Any]:
             "predicted_metric": float(res.predicted_metric), "predicted_ms": float(res.predicted_ms),
             "supernet_metric": optional(res.measured_metric), "finetuned_metric": optional(res.refined_metric),
             "refine_epochs": epochs, "measured_ms": optional(res.measured_ms), "verified": verify,
-            "fallback": res.fallback,
+            "fallback": res.fallback, "aimed_ms": optional(res.aimed_ms),
             "rounds": [{"arch": r.arch, "predicted_metric": float(r.predicted_metric), "predicted_ms": float(r.predicted_ms),
                         "latency_scale": float(r.scale), "measured_ms": optional(r.measured_ms),
                         "timings_ms": [float(t) for t in r.timings_ms],

@@ -144,6 +144,32 @@ def test_measure_and_retry_gives_up_with_the_measured_fastest():
     assert "measured takes" in str(err.value)
 
 
+def test_when_every_pick_reads_over_one_last_round_aims_under_the_budget():
+    budget = FASTEST + 0.4 * (SLOWEST - FASTEST)
+    on_edge: list[str] = []
+
+    def edge(arch):
+        """The first four networks measured read 3 % over the budget, every time (each sat on the
+        budget's edge, where the table under-rated it); the rest read as the table says."""
+        key = SPACE.arch_key(arch)
+        if key in on_edge or len(on_edge) < 4:
+            on_edge.append(key) if key not in on_edge else None
+            return 1.03 * budget
+        return float(latency([arch])[0])
+
+    res = search_under_budget(space=SPACE, accuracy=accuracy, latency=latency, measure=edge, budget_ms=budget,
+                              device_name="host", seed=0, **SMALL)
+    print([(round(r.predicted_ms, 3), round(r.scale, 3), round(r.measured_ms, 3)) for r in res.rounds])
+    assert [r.measured_ms > budget for r in res.rounds] == [True] * 4 + [False]
+    worst = max(r.measured_ms / r.predicted_ms for r in res.rounds[:4])
+    assert res.latency_scale == pytest.approx(worst) and res.measured_ms <= 0.95 * budget / worst
+    # Not the fastest network: the best the last round found under 95 % of the budget.
+    fastest, fastest_ms = fastest_arch(space=SPACE, latency=latency, seed=0)
+    assert not res.fallback and res.measured_ms > 0.9 * 0.95 * budget / worst > 2 * fastest_ms
+    assert res.aimed_ms == pytest.approx(0.95 * budget)
+    assert res.predicted_metric > float(accuracy([fastest])[0])
+
+
 def test_a_reading_near_the_budget_is_taken_again_and_the_median_decides():
     budget = FASTEST + 0.4 * (SLOWEST - FASTEST)
     readings: dict[str, int] = {}
