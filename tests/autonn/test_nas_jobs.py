@@ -10,9 +10,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from autonn.api import create_app
-from autonn.pareto import hypervolume_2d
 from autonn.jobs.finetune import LR_BY_TASK
 from autonn.jobs.train_supernet import TrainSupernetParams, recipe
+from autonn.pareto import hypervolume_2d
 from autonn.spaces import get_search_space
 from tango.datasets import manifest_key
 from tango.queue import execute

@@ -152,8 +152,9 @@ def test_when_every_pick_reads_over_one_last_round_aims_under_the_budget():
         """The first four networks measured read 3 % over the budget, every time (each sat on the
         budget's edge, where the table under-rated it); the rest read as the table says."""
         key = SPACE.arch_key(arch)
-        if key in on_edge or len(on_edge) < 4:
-            on_edge.append(key) if key not in on_edge else None
+        if key not in on_edge and len(on_edge) < 4:
+            on_edge.append(key)
+        if key in on_edge:
             return 1.03 * budget
         return float(latency([arch])[0])
 
@@ -439,7 +440,8 @@ def test_hypervolume_points_are_the_best_subset_with_both_ends():
 def test_hypervolume_points_keep_the_knee_that_even_latency_steps_skip():
     # A steep climb over the first tenth of the latency range, then a long flat tail: even steps
     # in latency put one point on the climb; the hypervolume choice puts most of them there.
-    front = [ParetoPoint({"i": i}, min(ms, 0.1) * 5 + 0.001 * ms, ms) for i, ms in enumerate(np.linspace(0.01, 1, 100))]
+    front = [ParetoPoint({"i": i}, min(ms, 0.1) * 5 + 0.001 * ms, ms)
+             for i, ms in enumerate(np.linspace(0.01, 1, 100))]
     box = (front[0].metric, front[-1].ms)
     even, by_area = spread_points(front, 6), hypervolume_points(front, 6)
     assert sum(p.ms <= 0.1 for p in even) == 1
