@@ -203,7 +203,7 @@ def hypervolume_points(front: Sequence[ParetoPoint], n_points: int) -> list[Pare
     for prev in reversed(back):
         i = int(prev[i])
         chosen.append(i)
-    return [front[i] for i in sorted(set(chosen))]
+    return [front[i] for i in sorted(chosen)]  # distinct: each predecessor comes strictly before
 
 
 DEFAULT_SPREAD = "hypervolume"  # how a front of n points is chosen, unless told otherwise

@@ -414,7 +414,6 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
                 return other_found
         return None
 
-    last_missed = False  # the last round's pick measured over the budget (with no best: every pick did)
     for r in range(max_rounds):
         factor = scale
         try:
@@ -427,7 +426,6 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
         if measured is None:
             return found
         ratio = measured / raw
-        last_missed = measured > budget_ms
         if measured > budget_ms:
             other = fitting_finalist(pick, factor, candidates)
             best = other if other is not None and _better(other, best, refine) else best
@@ -439,7 +437,7 @@ def search_under_budget(*, space: SearchSpace, accuracy: Predictor, latency: Pre
         # next round is stricter exactly where this one was wrong. Under by more than `slack`:
         # it is smaller, and the next round may take what this one ruled out.
         scale = ratio
-    if best is None and last_missed:
+    if best is None and rounds:  # every network measured read over the budget
         # Every round's pick sat on the budget's edge and read over it: a search maximising within
         # the budget picks, each time, a network the table under-rates there. Rather than the
         # fastest network (bench/nas_detect.py, nas_detect_r128_near_seed3.json: 0.33 ms delivered
